@@ -1,0 +1,165 @@
+"""The order-change event contract: what upstream systems publish.
+
+``{"event_id": "...", "order_id": 5001, "occurred_at": "2026-11-26T10:00:00Z", "changes": {...}}``
+
+Validation follows Sellercloud's Update Order documentation, so an event that passes here is a
+request the API accepts: ints are ints (never bools), enums are the API's names, an address is
+complete, Country and State are two-letter codes and State is required for US and CA.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from schemas import enums
+from schemas.aliased import Aliased, AliasedSchema, declare
+from schemas.fields import EnumName, StrictBoolean, StrictInteger, Text, TwoLetterCode
+
+STATE_REQUIRED_FOR = ("US", "CA")
+
+
+def NonBlankText(**kwargs: Any) -> Text:  # noqa: N802 (used like a field class)
+    return Text(required_text=True, **kwargs)
+
+ADDRESS_FIELDS = (
+    Aliased("first_name", "FirstName", NonBlankText, required=True),
+    Aliased("middle_name", "MiddleName", Text),
+    Aliased("last_name", "LastName", NonBlankText, required=True),
+    Aliased("zip_code", "ZipCode", NonBlankText, required=True),
+    Aliased("city", "City", NonBlankText, required=True),
+    Aliased(
+        "country",
+        "Country",
+        lambda **kw: TwoLetterCode(example="US", **kw),
+        required=True,
+        description="ISO 3166-1 alpha-2 country code.",
+    ),
+    Aliased("business", "Business", Text),
+    Aliased("address_line_1", "AddressLine1", NonBlankText, required=True),
+    Aliased("address_line_2", "AddressLine2", Text),
+    Aliased("fax", "Fax", Text),
+    Aliased("region", "Region", Text),
+    Aliased(
+        "state",
+        "State",
+        lambda **kw: TwoLetterCode(example="NY", **kw),
+        description="Two-letter state or province code; required when country is US or CA.",
+    ),
+    Aliased("phone", "Phone", Text),
+)
+
+
+class _AddressRules(AliasedSchema):
+    @validates_schema
+    def _state_required_in_us_and_canada(self, data: dict[str, Any], **_: Any) -> None:
+        country = self.value(data, "country", "Country")
+        if country in STATE_REQUIRED_FOR and self.value(data, "state", "State") is None:
+            key = "State" if "Country" in data else "state"
+            raise ValidationError(
+                f"Required when country is {country} (a two-letter code such as NY or ON).",
+                field_name=key,
+            )
+
+
+AddressSchema = _AddressRules.from_dict(declare(ADDRESS_FIELDS), name="Address")
+
+
+def _address(**kwargs: Any) -> fields.Nested:
+    return fields.Nested(AddressSchema, **kwargs)
+
+
+CHANGE_FIELDS = (
+    Aliased("company_id", "CompanyId", StrictInteger),
+    Aliased("customer_id", "CustomerId", StrictInteger),
+    Aliased(
+        "order_source",
+        "OrderSource",
+        lambda **kw: EnumName("OrderSource", enums.ORDER_SOURCE, **kw),
+    ),
+    Aliased(
+        "order_sub_type",
+        "OrderSubType",
+        lambda **kw: EnumName(
+            "OrderSubType", enums.ORDER_SUB_TYPE, enums.ORDER_SUB_TYPE_ALIASES, **kw
+        ),
+    ),
+    Aliased("sales_rep_1", "SalesRep1", StrictInteger),
+    Aliased(
+        "currency_code",
+        "CurrencyCode",
+        lambda **kw: EnumName("CurrencyCode", enums.CURRENCY_CODE, **kw),
+    ),
+    Aliased("disable_inventory_count", "DisableInventoryCount", StrictBoolean),
+    Aliased(
+        "shipping_address",
+        "ShippingAddress",
+        _address,
+        description="A full address: it replaces the order's whole shipping address.",
+    ),
+    Aliased(
+        "billing_address",
+        "BillingAddress",
+        _address,
+        description="A full address: it replaces the order's whole billing address.",
+    ),
+)
+
+
+class _ChangesRules(AliasedSchema):
+    @validates_schema
+    def _something_changes(self, data: dict[str, Any], **_: Any) -> None:
+        if all(value is None for value in data.values()):
+            raise ValidationError("Must contain at least one non-null field to change.")
+
+
+ChangesSchema = _ChangesRules.from_dict(declare(CHANGE_FIELDS), name="Changes")
+
+
+@dataclass(frozen=True)
+class OrderChange:
+    """A validated event: ``changes`` holds only the fields that change, by snake_case name."""
+
+    event_id: str
+    order_id: int
+    occurred_at: dt.datetime
+    changes: dict[str, Any]
+
+
+class OrderChangeEventSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    event_id = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=200), validate.Regexp(r"\S", error="Must not be blank.")],
+        metadata={"description": "Unique per event; the key for de-duplication."},
+    )
+    order_id = StrictInteger(
+        required=True, minimum=1, metadata={"description": "Sellercloud order id (int32)."}
+    )
+    occurred_at = fields.AwareDateTime(
+        required=True,
+        format="iso",
+        metadata={"description": "When the change happened upstream: ISO 8601 with a time zone."},
+    )
+    changes = fields.Nested(ChangesSchema, required=True)
+
+    @post_load
+    def _to_order_change(self, data: dict[str, Any], **_: Any) -> OrderChange:
+        return OrderChange(**data)
+
+
+# Loading does not mutate the schema, and building one per event would cost more than the load.
+_EVENT_SCHEMA = OrderChangeEventSchema()
+
+
+def load_event(payload: Any) -> OrderChange:
+    """Validate one decoded event; raises ``marshmallow.ValidationError`` naming each bad field."""
+    if not isinstance(payload, dict):
+        raise ValidationError({"_schema": ["An event must be a JSON object."]})
+    result: OrderChange = _EVENT_SCHEMA.load(payload)
+    return result

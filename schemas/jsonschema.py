@@ -1,0 +1,84 @@
+"""The event contract as JSON Schema, generated from the marshmallow schemas.
+
+marshmallow-jsonschema renders the fields; the rules that live in schema-level validators (one
+spelling per field, required address fields under either spelling, State for US and CA, at least
+one change) are added here from the same field declarations, so nothing is maintained by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema
+from marshmallow_jsonschema import JSONSchema
+
+from schemas.aliased import PASCAL, REQUIRED, SNAKE
+from schemas.event import STATE_REQUIRED_FOR, AddressSchema, ChangesSchema, OrderChangeEventSchema
+
+SCHEMA_ID = "https://sellercloud-order-sync.invalid/schemas/order-change-event.json"
+
+
+def _either(snake: str, pascal: str) -> dict[str, Any]:
+    return {"anyOf": [{"required": [snake]}, {"required": [pascal]}]}
+
+
+def _aliased_rules(schema: Schema) -> dict[str, Any]:
+    rules: list[dict[str, Any]] = []
+    dependencies: dict[str, Any] = {}
+    for name, field in schema.fields.items():
+        if field.metadata.get(SNAKE) != name:
+            continue
+        pascal = field.metadata[PASCAL]
+        dependencies[name] = {"not": {"required": [pascal]}}
+        if field.metadata[REQUIRED]:
+            rules.append(_either(name, pascal))
+    extra: dict[str, Any] = {"dependencies": dependencies}
+    if rules:
+        extra["allOf"] = rules
+    return extra
+
+
+def _state_rule() -> dict[str, Any]:
+    needs_state = {"enum": [*STATE_REQUIRED_FOR, *(c.lower() for c in STATE_REQUIRED_FOR)]}
+    return {
+        "if": {
+            "anyOf": [
+                {"properties": {key: needs_state}, "required": [key]}
+                for key in ("country", "Country")
+            ]
+        },
+        "then": _either("state", "State"),
+    }
+
+
+def _drop_bookkeeping(definition: dict[str, Any]) -> None:
+    """Keep ``x-sellercloud-name`` for publishers; the rest is only for our own code."""
+    for prop in definition["properties"].values():
+        prop.pop(SNAKE, None)
+        prop.pop(REQUIRED, None)
+
+
+def event_json_schema() -> dict[str, Any]:
+    """JSON Schema (draft-07) for one order-change event."""
+    document: dict[str, Any] = JSONSchema(props_ordered=True).dump(OrderChangeEventSchema())
+    definitions = document["definitions"]
+
+    address = definitions[AddressSchema.__name__]
+    address.update(_aliased_rules(AddressSchema()))
+    address["allOf"] = [*address.get("allOf", []), _state_rule()]
+
+    changes = definitions[ChangesSchema.__name__]
+    changes.update(_aliased_rules(ChangesSchema()))
+    changes["minProperties"] = 1
+
+    _drop_bookkeeping(address)
+    _drop_bookkeeping(changes)
+
+    document["$id"] = SCHEMA_ID
+    document["title"] = "Order-change event"
+    document["description"] = (
+        "Published as a persistent application/json message to the topic exchange "
+        "'order-events' with routing key 'order.changed'. Each field of 'changes' may be "
+        "written in snake_case or in Sellercloud's PascalCase; null or absent means no change."
+    )
+    return document

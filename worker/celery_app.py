@@ -1,0 +1,115 @@
+"""The Celery application (``celery -A worker worker`` finds it as ``worker.app``).
+
+Each setting that is not Celery's default says why it is set.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import structlog
+from celery import Celery, signals
+from celery.apps.worker import Worker as CeleryWorker
+from celery.apps.worker import install_worker_term_handler
+
+from worker import runtime
+from worker.broker import redacted, transport_options, warn_if_embedded
+from worker.consumer import EventConsumerStep
+from worker.logs import configure_logging, wants_json
+from worker.settings import ConfigError, api_settings, broker_settings, log_settings
+from worker.topology import TASKS_QUEUE
+
+log = structlog.get_logger(__name__)
+
+BROKER = broker_settings()
+
+
+class StructuredWorker(CeleryWorker):  # type: ignore[misc]
+    """Celery's worker program, but in JSON mode every line it writes is one JSON object."""
+
+    def emit_banner(self) -> None:
+        if not wants_json(log_settings()):
+            super().emit_banner()
+
+    def install_platform_tweaks(self, worker: Any) -> None:
+        super().install_platform_tweaks(worker)
+        if wants_json(log_settings()):
+            # Celery's SIGTERM handler prints a plain-text line; ours logs it instead.
+            install_worker_term_handler(worker, verbose=False)
+
+
+class OrderSyncCelery(Celery):  # type: ignore[misc]
+    @property
+    def Worker(self) -> Any:  # noqa: N802 (Celery's attribute name)
+        return self.subclass_with_self(StructuredWorker)
+
+
+app = OrderSyncCelery("order_sync", include=["worker.tasks"])
+app.conf.update(
+    broker_url=BROKER.url,
+    broker_transport_options=transport_options(BROKER),
+    # Keep trying to reach the broker forever, also at start (None means no limit).
+    broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,
+    # JSON only: a pickled message could run code on the worker.
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    event_serializer="json",
+    # Outcomes live in Sellercloud, the logs and the dead-letter queue; no result backend to run.
+    task_ignore_result=True,
+    # Ack after the task has applied or dead-lettered the event, never before.
+    task_acks_late=True,
+    # A pool child killed mid-task (OOM, SIGKILL) gets its message redelivered instead of acked.
+    task_reject_on_worker_lost=True,
+    # Tasks running when the broker connection drops are redelivered anyway; cancel them to
+    # avoid running the same PUT twice at once.
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    task_default_queue=TASKS_QUEUE.name,
+    task_queues=[TASKS_QUEUE],
+    task_default_delivery_mode="persistent",
+    # Each PUT waits on the network, so threads beat processes; 16 keeps the API busy without
+    # crowding the per-IP rate limit.
+    worker_pool="threads",
+    worker_concurrency=16,
+    # Four messages per slot: enough to hide broker round trips, few enough to share fairly.
+    worker_prefetch_multiplier=4,
+    # Logging is ours (structlog); Celery must neither replace handlers nor wrap stdout.
+    worker_hijack_root_logger=False,
+    worker_redirect_stdouts=False,
+    # The embedded broker polls files; remote control would add fanout files for every worker
+    # that ever ran.
+    worker_enable_remote_control=not BROKER.is_embedded,
+)
+app.steps["consumer"].add(EventConsumerStep)
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    # Connecting to this signal is what stops Celery from configuring logging itself.
+    configure_logging(log_settings())
+
+
+@signals.worker_init.connect
+def _check_settings(sender: Any = None, **_: Any) -> None:
+    """Stop at start, with one clear message, when the Sellercloud settings are wrong."""
+    try:
+        settings = api_settings()
+    except ConfigError as exc:
+        log.critical("worker cannot start", error=str(exc))
+        sys.exit(2)
+    if sender is not None:
+        runtime.pool_size = int(getattr(sender, "concurrency", 10) or 10)
+    warn_if_embedded(BROKER)
+    log.info(
+        "worker configured",
+        broker=redacted(BROKER.url),
+        sellercloud=settings.base_url,
+        max_retries=settings.max_retries,
+    )
+
+
+@signals.worker_shutting_down.connect
+def _log_shutdown(sig: str = "", how: str = "", **_: Any) -> None:
+    log.info("worker shutting down", signal=sig, how=how)

@@ -1,0 +1,57 @@
+"""The worker's consumer of upstream events.
+
+Upstream systems publish plain JSON, which Celery would discard as an unknown message on a task
+queue. This consumer step reads the events queue and turns each message into an
+``order_sync.apply_order_event`` task, keeping the body exactly as received. The raw message is
+acked only after the broker confirmed the task, so a crash in between duplicates, never loses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from celery import bootsteps
+from kombu import Consumer, Message
+
+from worker import pipeline
+from worker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
+
+log = structlog.get_logger(__name__)
+
+# Enough to keep the forwarding loop busy without hoarding events another worker could take.
+EVENT_PREFETCH = 64
+
+
+class EventConsumerStep(bootsteps.ConsumerStep):  # type: ignore[misc]
+    """Started (and restarted after every reconnect) with the worker's consumer."""
+
+    def get_consumers(self, channel: Any) -> list[Consumer]:
+        # Declared by the worker too, so a worker started first keeps events published later.
+        DEAD_LETTER_QUEUE(channel).declare()
+        return [
+            Consumer(
+                channel,
+                queues=[EVENTS_QUEUE],
+                on_message=self.forward,
+                prefetch_count=EVENT_PREFETCH,
+            )
+        ]
+
+    def forward(self, message: Message) -> None:
+        from worker.tasks import apply_order_event
+
+        props: dict[str, Any] = message.properties or {}
+        envelope = pipeline.envelope(
+            message.body,
+            content_type=message.content_type,
+            message_id=props.get("message_id"),
+            correlation_id=props.get("correlation_id"),
+        )
+        try:
+            apply_order_event.apply_async(args=(envelope,), queue=TASKS_QUEUE.name)
+        except Exception as exc:
+            log.error("could not queue event; returned to the events queue", error=str(exc))
+            message.requeue()
+            return
+        message.ack()

@@ -1,0 +1,105 @@
+"""Publishing order-change events, for Python upstreams and for ``order-sync publish``.
+
+Every event is validated against the contract before anything is sent, and each publish waits for
+the broker's confirm (on AMQP), so "published" means the broker has it. Events go to the durable
+topic exchange ``order-events`` with routing key ``order.changed``, as persistent
+``application/json`` messages: exactly what a publisher in any other language sends.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from kombu import Connection, Producer
+from marshmallow import ValidationError
+
+from schemas.errors import describe_errors
+from schemas.event import load_event
+from worker.broker import connect
+from worker.settings import BrokerSettings, broker_settings
+from worker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, PUBLISHER_QUEUES
+
+PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5}
+
+
+class InvalidEvents(ValueError):
+    """Some events break the contract; nothing was published. ``problems`` lists each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"{len(problems)} invalid event(s); nothing published: " + problems[0])
+        self.problems = problems
+
+
+def validate_events(events: Iterable[tuple[str, Any]]) -> list[str]:
+    """Problems with (label, event) pairs, one line each: ``label: field.path: message``."""
+    problems = []
+    for label, event in events:
+        try:
+            load_event(event)
+        except ValidationError as exc:
+            problems.append(f"{label}: {describe_errors(exc.messages)}")
+    return problems
+
+
+class EventPublisher:
+    """``with EventPublisher() as publisher: publisher.publish(event)``."""
+
+    def __init__(self, settings: BrokerSettings | None = None) -> None:
+        self.connection: Connection = connect(settings or broker_settings())
+        self.producer: Producer | None = None
+
+    def __enter__(self) -> EventPublisher:
+        self.producer = Producer(self.connection)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.connection.release()
+
+    def publish(self, event: Mapping[str, Any]) -> None:
+        """Validate and publish one event; raises InvalidEvents if it breaks the contract."""
+        problems = validate_events([("event", event)])
+        if problems:
+            raise InvalidEvents(problems)
+        self.publish_raw(json.dumps(event, separators=(",", ":")), str(event.get("event_id")))
+
+    def publish_raw(self, body: str | bytes, message_id: str | None = None) -> None:
+        """Publish a body as is (no validation), as a non-Python upstream would."""
+        if self.producer is None:
+            raise RuntimeError("use EventPublisher as a context manager")
+        self.producer.publish(
+            body,
+            exchange=EVENTS_EXCHANGE,
+            routing_key=EVENT_ROUTING_KEY,
+            declare=list(PUBLISHER_QUEUES),
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode="persistent",
+            message_id=message_id,
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+        )
+
+
+def publish_events(
+    events: Iterable[Mapping[str, Any]], settings: BrokerSettings | None = None
+) -> int:
+    """Validate every event, then publish them all; returns how many were published.
+
+    Raises InvalidEvents (publishing nothing) if any event breaks the contract.
+    """
+    batch = list(events)
+    problems = validate_events((f"event {i}", e) for i, e in enumerate(batch, start=1))
+    if problems:
+        raise InvalidEvents(problems)
+    with EventPublisher(settings) as publisher:
+        for event in batch:
+            publisher.publish_raw(json.dumps(event, separators=(",", ":")), str(event["event_id"]))
+    return len(batch)

@@ -1,0 +1,162 @@
+"""Configuration, read from the environment in one place.
+
+Broker settings are needed by every command (publish, dlq, worker) and always resolve: with no
+``CELERY_BROKER_URL`` the embedded on-disk broker is used. Sellercloud settings are needed only by
+the worker; they are checked together at start so one message names everything that is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+SERVER_URL_TEMPLATE = "https://{server_id}.api.sellercloud.com/rest/api"
+LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(Exception):
+    """One or more settings are missing or malformed; the message names each of them."""
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    url: str
+    embedded_dir: Path | None  # set when the embedded on-disk broker is in use
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.embedded_dir is not None
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    base_url: str
+    username: str
+    password: str = field(repr=False)
+    max_retries: int
+    retry_backoff: float
+    retry_backoff_max: float
+    http_timeout: float
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: str | None  # None: JSON unless stderr is a terminal
+    level: str
+
+
+def data_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    default = Path(environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "order-sync"
+    return Path(environ.get("ORDER_SYNC_DATA_DIR") or default)
+
+
+def broker_settings(environ: Mapping[str, str] = os.environ) -> BrokerSettings:
+    url = environ.get("CELERY_BROKER_URL", "").strip()
+    if url:
+        return BrokerSettings(url=url, embedded_dir=None)
+    return BrokerSettings(url="filesystem://", embedded_dir=data_dir(environ) / "broker")
+
+
+def log_settings(environ: Mapping[str, str] = os.environ) -> LogSettings:
+    fmt = environ.get("ORDER_SYNC_LOG_FORMAT", "").strip().lower() or None
+    level = environ.get("ORDER_SYNC_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    problems = []
+    if fmt is not None and fmt not in LOG_FORMATS:
+        problems.append(f"ORDER_SYNC_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)} (got {fmt!r})")
+    if level not in LOG_LEVELS:
+        problems.append(f"ORDER_SYNC_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)} (got {level!r})")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return LogSettings(format=fmt, level=level)
+
+
+class _Reader:
+    """Reads typed values, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def text(self, name: str) -> str:
+        value = self.environ.get(name, "").strip()
+        if not value:
+            self.problems.append(f"{name} is not set")
+        return value
+
+    def number(self, name: str, default: T, parse: Callable[[str], T], minimum: float) -> T:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = parse(raw)
+        except ValueError:
+            value = None
+        if value is None or float(value) < minimum:  # type: ignore[arg-type]
+            kind = "a whole number" if parse is int else "a number"
+            self.problems.append(f"{name} must be {kind} >= {minimum:g} (got {raw!r})")
+            return default
+        return value
+
+    def password(self) -> str:
+        path = self.environ.get("SELLERCLOUD_PASSWORD_FILE", "").strip()
+        if path:
+            try:
+                return Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                self.problems.append(f"SELLERCLOUD_PASSWORD_FILE cannot be read ({exc.strerror})")
+                return ""
+        return self.text("SELLERCLOUD_PASSWORD")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _base_url(reader: _Reader) -> str:
+    url = reader.environ.get("SELLERCLOUD_BASE_URL", "").strip().rstrip("/")
+    server_id = reader.environ.get("SELLERCLOUD_SERVER_ID", "").strip()
+    if not url and not server_id:
+        reader.problems.append("SELLERCLOUD_BASE_URL (or SELLERCLOUD_SERVER_ID) is not set")
+        return ""
+    if not url:
+        return SERVER_URL_TEMPLATE.format(server_id=server_id)
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+        return url
+    reader.problems.append(
+        f"SELLERCLOUD_BASE_URL must be an https:// URL (plain http:// only for loopback), "
+        f"got {url!r}"
+    )
+    return url
+
+
+def api_settings(environ: Mapping[str, str] = os.environ) -> ApiSettings:
+    """The worker's Sellercloud settings; raises ConfigError naming every problem at once."""
+    reader = _Reader(environ)
+    settings = ApiSettings(
+        base_url=_base_url(reader),
+        username=reader.text("SELLERCLOUD_USERNAME"),
+        password=reader.password(),
+        max_retries=reader.number("ORDER_SYNC_MAX_RETRIES", 15, int, 0),
+        retry_backoff=reader.number("ORDER_SYNC_RETRY_BACKOFF", 2.0, float, 0.001),
+        retry_backoff_max=reader.number("ORDER_SYNC_RETRY_BACKOFF_MAX", 600.0, float, 0.001),
+        http_timeout=reader.number("ORDER_SYNC_HTTP_TIMEOUT", 30.0, float, 0.1),
+    )
+    if reader.problems:
+        raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
+    return settings
