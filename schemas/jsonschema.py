@@ -47,7 +47,12 @@ def _state_rule() -> dict[str, Any]:
                 for key in ("country", "Country")
             ]
         },
-        "then": _either("state", "State"),
+        "then": {
+            "anyOf": [
+                {"required": [key], "properties": {key: {"type": "string"}}}
+                for key in ("state", "State")
+            ]
+        },
     }
 
 

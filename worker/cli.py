@@ -151,3 +151,7 @@ def _attach_demo() -> None:
 
 _attach_simulator()
 _attach_demo()
+
+
+if __name__ == "__main__":
+    main()
