@@ -25,7 +25,12 @@ MASK = "***"
 
 # Celery logs two INFO lines per task (received, succeeded); at our rates that costs real
 # throughput and repeats what our own outcome line says.
-QUIET_AT_INFO = ("celery.app.trace", "celery.worker.strategy")
+QUIET_AT_INFO = (
+    "celery.app.trace",
+    "celery.worker.strategy",
+    # Browsing the dead-letter queue hands messages back; that is not news at INFO.
+    "kombu.transport.virtual.base",
+)
 
 
 def mask_secrets(_: Any, __: str, event_dict: EventDict) -> EventDict:
@@ -68,6 +73,8 @@ def configure_logging(settings: LogSettings) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    # Python warnings (Celery's SecurityWarning, deprecations) are log lines like any other.
+    logging.captureWarnings(True)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(settings.level)

@@ -1,0 +1,58 @@
+"""Nothing lost through a worker killed mid-task or a broker restarted while events flow."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+
+from tests.integration.conftest import Pipeline, make_event, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_worker_killed_mid_task_loses_nothing(rabbit_pipeline: Pipeline) -> None:
+    rabbit_pipeline.state.latency_ms = 400
+    orders = [7000 + i for i in range(24)]
+    rabbit_pipeline.publish(*(make_event(order_id) for order_id in orders))
+    first = rabbit_pipeline.start_worker()
+    # Some PUTs answered, more in flight, the rest prefetched or still queued.
+    wait_for(lambda: len(rabbit_pipeline.state.orders()) >= 4, what="the first PUTs")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    applied_before = len(rabbit_pipeline.state.orders())
+    assert applied_before < len(orders)
+
+    rabbit_pipeline.state.latency_ms = 0
+    rabbit_pipeline.start_worker()
+    rabbit_pipeline.wait_applied(*orders)
+    assert rabbit_pipeline.dead_letters() == []
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+def test_a_broker_restart_while_events_flow_loses_nothing(rabbit_pipeline: Pipeline) -> None:
+    rabbit_pipeline.start_worker()
+    before = [7100 + i for i in range(10)]
+    rabbit_pipeline.publish(*(make_event(order_id) for order_id in before))
+    rabbit_pipeline.wait_applied(*before)
+
+    rabbit_pipeline.state.latency_ms = 200
+    during = [7200 + i for i in range(10)]
+    rabbit_pipeline.publish(*(make_event(order_id) for order_id in during))
+    try:
+        _rabbitmqctl("stop_app")
+    finally:
+        _rabbitmqctl("start_app")
+        _rabbitmqctl("await_startup")
+    rabbit_pipeline.state.latency_ms = 0
+
+    # Both consumers (Celery's task consumer and our event consumer) must resume by themselves.
+    after = [7300 + i for i in range(10)]
+    rabbit_pipeline.publish(*(make_event(order_id) for order_id in after))
+    rabbit_pipeline.wait_applied(*during, *after, timeout=90)
+    assert rabbit_pipeline.dead_letters() == []
+    assert rabbit_pipeline.workers[0].poll() is None
