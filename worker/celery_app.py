@@ -63,9 +63,9 @@ app.conf.update(
     task_acks_late=True,
     # A pool child killed mid-task (OOM, SIGKILL) gets its message redelivered instead of acked.
     task_reject_on_worker_lost=True,
-    # Tasks running when the broker connection drops are redelivered anyway; cancel them to
-    # avoid running the same PUT twice at once.
-    worker_cancel_long_running_tasks_on_connection_loss=True,
+    # Tasks running when the broker connection drops are redelivered after the reconnect either
+    # way, and a thread cannot be cancelled; trying only logs a traceback per task.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
     task_default_queue=TASKS_QUEUE.name,
     task_queues=[TASKS_QUEUE],
     task_default_delivery_mode="persistent",
@@ -75,6 +75,10 @@ app.conf.update(
     worker_concurrency=16,
     # Four messages per slot: enough to hide broker round trips, few enough to share fairly.
     worker_prefetch_multiplier=4,
+    # After a reconnect Celery would shrink the prefetch and restore it from the ack path; with
+    # the threads pool that runs basic.qos from a pool thread while the main thread reads the
+    # same connection, and the consumer hangs for good.
+    worker_enable_prefetch_count_reduction=False,
     # Logging is ours (structlog); Celery must neither replace handlers nor wrap stdout.
     worker_hijack_root_logger=False,
     worker_redirect_stdouts=False,
