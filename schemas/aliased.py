@@ -67,7 +67,9 @@ class AliasedSchema(Schema):
             if snake in original and pascal in original:
                 errors[pascal] = [f"Given both as {snake!r} and {pascal!r}; send one of them."]
             elif field.metadata[REQUIRED] and snake not in original and pascal not in original:
-                errors[pascal if speaks_sellercloud else snake] = ["Missing data for required field."]
+                errors[pascal if speaks_sellercloud else snake] = [
+                    "Missing data for required field."
+                ]
         if errors:
             raise ValidationError(errors)
 

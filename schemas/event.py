@@ -13,7 +13,15 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from schemas import enums
 from schemas.aliased import Aliased, AliasedSchema, declare
@@ -24,6 +32,7 @@ STATE_REQUIRED_FOR = ("US", "CA")
 
 def NonBlankText(**kwargs: Any) -> Text:  # noqa: N802 (used like a field class)
     return Text(required_text=True, **kwargs)
+
 
 ADDRESS_FIELDS = (
     Aliased("first_name", "FirstName", NonBlankText, required=True),
@@ -135,7 +144,10 @@ class OrderChangeEventSchema(Schema):
 
     event_id = fields.String(
         required=True,
-        validate=[validate.Length(min=1, max=200), validate.Regexp(r"\S", error="Must not be blank.")],
+        validate=[
+            validate.Length(min=1, max=200),
+            validate.Regexp(r"\S", error="Must not be blank."),
+        ],
         metadata={"description": "Unique per event; the key for de-duplication."},
     )
     order_id = StrictInteger(

@@ -55,7 +55,7 @@ class Text(fields.String):
     """A string with a length cap, so a runaway upstream cannot push megabytes into a PUT."""
 
     def __init__(self, *, max_length: int = 500, required_text: bool = False, **kwargs: Any):
-        validators = [validate.Length(max=max_length)]
+        validators: list[validate.Validator] = [validate.Length(max=max_length)]
         if required_text:
             validators.append(validate.Regexp(r"\S", error="Must not be blank."))
         super().__init__(validate=validators, **kwargs)
@@ -132,4 +132,3 @@ def sellercloud_value(field: fields.Field[Any], value: Any) -> Any:
     if isinstance(field, EnumName):
         return field.to_sellercloud(value)
     return value
-

@@ -19,7 +19,9 @@ _CHANGE_FIELDS = ChangesSchema().fields
 _ADDRESS_FIELDS = AddressSchema().fields
 
 
-def _convert(source: Mapping[str, Any], declared: Mapping[str, fields.Field[Any]]) -> dict[str, Any]:
+def _convert(
+    source: Mapping[str, Any], declared: Mapping[str, fields.Field[Any]]
+) -> dict[str, Any]:
     body: dict[str, Any] = {}
     for name, value in source.items():
         field = declared[name]

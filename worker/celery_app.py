@@ -10,8 +10,8 @@ from typing import Any
 
 import structlog
 from celery import Celery, signals
+from celery.apps import worker as celery_worker_program
 from celery.apps.worker import Worker as CeleryWorker
-from celery.apps.worker import install_worker_term_handler
 
 from worker import runtime
 from worker.broker import redacted, transport_options, warn_if_embedded
@@ -25,7 +25,7 @@ log = structlog.get_logger(__name__)
 BROKER = broker_settings()
 
 
-class StructuredWorker(CeleryWorker):  # type: ignore[misc]
+class StructuredWorker(CeleryWorker):
     """Celery's worker program, but in JSON mode every line it writes is one JSON object."""
 
     def emit_banner(self) -> None:
@@ -36,10 +36,10 @@ class StructuredWorker(CeleryWorker):  # type: ignore[misc]
         super().install_platform_tweaks(worker)
         if wants_json(log_settings()):
             # Celery's SIGTERM handler prints a plain-text line; ours logs it instead.
-            install_worker_term_handler(worker, verbose=False)
+            celery_worker_program.install_worker_term_handler(worker, verbose=False)  # type: ignore[attr-defined]
 
 
-class OrderSyncCelery(Celery):  # type: ignore[misc]
+class OrderSyncCelery(Celery):
     @property
     def Worker(self) -> Any:  # noqa: N802 (Celery's attribute name)
         return self.subclass_with_self(StructuredWorker)
@@ -106,6 +106,16 @@ def _check_settings(sender: Any = None, **_: Any) -> None:
     if sender is not None:
         runtime.pool_size = int(getattr(sender, "concurrency", 10) or 10)
     warn_if_embedded(BROKER)
+    if (
+        BROKER.url.startswith("redis")
+        and settings.retry_backoff_max >= BROKER.redis_visibility_timeout
+    ):
+        log.warning(
+            "ORDER_SYNC_RETRY_BACKOFF_MAX is not below ORDER_SYNC_REDIS_VISIBILITY_TIMEOUT: "
+            "Redis would hand out waiting retries twice",
+            retry_backoff_max=settings.retry_backoff_max,
+            visibility_timeout=BROKER.redis_visibility_timeout,
+        )
     log.info(
         "worker configured",
         broker=redacted(BROKER.url),

@@ -42,17 +42,22 @@ def worker(celery_args: tuple[str, ...]) -> None:
     """Start a worker; further arguments go to ``celery worker`` (e.g. -c 32, --pool prefork)."""
     if not {"-h", "--help"} & set(celery_args):
         try:
+            broker_settings()
             api_settings()
         except ConfigError as exc:
             click.echo(f"order-sync worker: {exc}", err=True)
             sys.exit(EXIT_USAGE)
     from worker.celery_app import app
 
-    defaults = [] if {"--with-gossip", "--with-mingle"} & set(celery_args) else [
-        # Neither is needed here, and mingle alone adds a second to every start.
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    defaults = (
+        []
+        if {"--with-gossip", "--with-mingle"} & set(celery_args)
+        else [
+            # Neither is needed here, and mingle alone adds a second to every start.
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
     app.worker_main(["worker", *defaults, *celery_args])
 
 
@@ -84,14 +89,12 @@ def publish(files: tuple[str, ...], as_json: bool) -> None:
                 click.echo(problem, err=True)
             click.echo(f"{len(problems)} invalid event(s); nothing published.", err=True)
         sys.exit(EXIT_FAILED)
-    with EventPublisher(broker_settings()) as publisher:
-        with click.progressbar(
-            events, label="publishing", file=sys.stderr, show_pos=True
-        ) as progress:
-            for _label, event in progress:
-                publisher.publish_raw(
-                    json.dumps(event, separators=(",", ":")), str(event["event_id"])
-                )
+    with (
+        EventPublisher(broker_settings()) as publisher,
+        click.progressbar(events, label="publishing", file=sys.stderr, show_pos=True) as progress,
+    ):
+        for _label, event in progress:
+            publisher.publish_raw(json.dumps(event, separators=(",", ":")), str(event["event_id"]))
     if as_json:
         _echo_json({"published": len(events), "invalid": 0, "errors": []})
     else:

@@ -23,7 +23,7 @@ log = structlog.get_logger(__name__)
 EVENT_PREFETCH = 64
 
 
-class EventConsumerStep(bootsteps.ConsumerStep):  # type: ignore[misc]
+class EventConsumerStep(bootsteps.ConsumerStep):
     """Started (and restarted after every reconnect) with the worker's consumer."""
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
@@ -43,7 +43,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):  # type: ignore[misc]
 
         props: dict[str, Any] = message.properties or {}
         envelope = pipeline.envelope(
-            message.body,
+            message.body or b"",
             content_type=message.content_type,
             message_id=props.get("message_id"),
             correlation_id=props.get("correlation_id"),

@@ -25,6 +25,7 @@ from kombu import Connection, Producer
 
 from worker.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
 
+PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker
 PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5}
 
 
@@ -66,7 +67,7 @@ def publish(producer: Producer, entry: dict[str, Any]) -> None:
         routing_key=DEAD_LETTER_QUEUE.routing_key,
         declare=[DEAD_LETTER_QUEUE],
         serializer="json",
-        delivery_mode="persistent",
+        delivery_mode=PERSISTENT,
         message_id=entry["id"],
         headers={"x-order-sync-reason": entry["reason"]},
         retry=True,
@@ -80,7 +81,7 @@ def browse(connection: Connection) -> Iterator[dict[str, Any]]:
     Messages are fetched unacknowledged on one channel; closing the channel hands them all back
     to the queue.
     """
-    channel = connection.channel()
+    channel: Any = connection.channel()
     try:
         queue = DEAD_LETTER_QUEUE(channel)
         queue.declare()

@@ -150,9 +150,7 @@ def _outcomes(state: SimulatorState, dead: list[dict[str, Any]]) -> list[tuple[S
 def demo_command(keep: bool) -> None:
     """Run the pipeline end to end against the simulator on the embedded broker."""
     workdir = Path(tempfile.mkdtemp(prefix="order-sync-demo-"))
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith("CELERY_BROKER")
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CELERY_BROKER")}
     state = SimulatorState(USERNAME, PASSWORD)
     server = SimulatorServer(state=state).start()
     env.update(

@@ -19,6 +19,7 @@ from marshmallow import ValidationError
 from schemas.errors import describe_errors
 from schemas.event import load_event
 from worker.broker import connect
+from worker.deadletter import PERSISTENT
 from worker.settings import BrokerSettings, broker_settings
 from worker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, PUBLISHER_QUEUES
 
@@ -81,7 +82,7 @@ class EventPublisher:
             declare=list(PUBLISHER_QUEUES),
             content_type="application/json",
             content_encoding="utf-8",
-            delivery_mode="persistent",
+            delivery_mode=PERSISTENT,
             message_id=message_id,
             retry=True,
             retry_policy=PUBLISH_RETRY_POLICY,

@@ -30,6 +30,9 @@ class ConfigError(Exception):
 class BrokerSettings:
     url: str
     embedded_dir: Path | None  # set when the embedded on-disk broker is in use
+    # Redis only: how long a message a worker took but never acked stays invisible before it
+    # is handed out again (after a crash). Must exceed the longest retry countdown.
+    redis_visibility_timeout: float = 3600.0
 
     @property
     def is_embedded(self) -> bool:
@@ -59,9 +62,13 @@ def data_dir(environ: Mapping[str, str] = os.environ) -> Path:
 
 
 def broker_settings(environ: Mapping[str, str] = os.environ) -> BrokerSettings:
+    reader = _Reader(environ)
+    visibility = reader.number("ORDER_SYNC_REDIS_VISIBILITY_TIMEOUT", 3600.0, float, 1)
+    if reader.problems:
+        raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
     url = environ.get("CELERY_BROKER_URL", "").strip()
     if url:
-        return BrokerSettings(url=url, embedded_dir=None)
+        return BrokerSettings(url=url, embedded_dir=None, redis_visibility_timeout=visibility)
     return BrokerSettings(url="filesystem://", embedded_dir=data_dir(environ) / "broker")
 
 
@@ -70,9 +77,13 @@ def log_settings(environ: Mapping[str, str] = os.environ) -> LogSettings:
     level = environ.get("ORDER_SYNC_LOG_LEVEL", "INFO").strip().upper() or "INFO"
     problems = []
     if fmt is not None and fmt not in LOG_FORMATS:
-        problems.append(f"ORDER_SYNC_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)} (got {fmt!r})")
+        problems.append(
+            f"ORDER_SYNC_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)} (got {fmt!r})"
+        )
     if level not in LOG_LEVELS:
-        problems.append(f"ORDER_SYNC_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)} (got {level!r})")
+        problems.append(
+            f"ORDER_SYNC_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)} (got {level!r})"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
     return LogSettings(format=fmt, level=level)

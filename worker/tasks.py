@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 APPLY_ORDER_EVENT = "order_sync.apply_order_event"
 
 
-class OrderSyncTask(Task):  # type: ignore[misc]
+class OrderSyncTask(Task[..., str]):
     """Delivery guarantees and the retry policy shared by every task of ours."""
 
     # Ack only once the event is applied or dead-lettered; a killed worker's message comes back.
@@ -105,7 +105,9 @@ def apply_order_event(self: OrderSyncTask, envelope: dict[str, Any]) -> str:
     except SellercloudError as error:
         if self.may_retry(error):
             raise self.retry_later(error) from error
-        return self.dead_letter(pipeline.api_failure_entry(envelope, progress, error, self.attempts))
+        return self.dead_letter(
+            pipeline.api_failure_entry(envelope, progress, error, self.attempts)
+        )
     except (Retry, Reject):
         raise
     except Exception as exc:

@@ -39,7 +39,7 @@ from worker.topology import (
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 USERNAME = "integration@example.com"
-PASSWORD = "integration-password-7f3a"  # noqa: S105 (the simulator's test login)
+PASSWORD = "integration-password-7f3a"
 DEFAULT_TIMEOUT = 30.0
 
 pytestmark = pytest.mark.integration
@@ -80,12 +80,12 @@ def _reset_topology(url: str) -> None:
         for queue in (EVENTS_QUEUE, TASKS_QUEUE, DEAD_LETTER_QUEUE):
             try:
                 queue(channel).delete()
-            except Exception:  # noqa: BLE001 (absent already)
+            except Exception:
                 channel = connection.channel()
         for exchange in (EVENTS_EXCHANGE, TASKS_EXCHANGE, DEAD_LETTER_EXCHANGE):
             try:
                 exchange(channel).delete()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 channel = connection.channel()
         channel.close()
 
@@ -207,7 +207,9 @@ class Pipeline:
         with connect(self.broker) as connection:
             return list(browse(connection))
 
-    def wait_dead_letters(self, count: int, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+    def wait_dead_letters(
+        self, count: int, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[dict[str, Any]]:
         return wait_for(  # type: ignore[no-any-return]
             lambda: (entries := self.dead_letters()) and len(entries) >= count and entries,
             timeout,

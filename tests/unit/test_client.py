@@ -24,7 +24,7 @@ from worker.sellercloud import (
 BASE = "https://tt.api.sellercloud.com/rest/api"
 TOKEN_URL = f"{BASE}/token"
 ORDER_URL = f"{BASE}/Orders/5001"
-PASSWORD = "s3cret-password"  # noqa: S105
+PASSWORD = "s3cret-password"
 
 
 def token_reply(value: str, expires_in: int = 3600) -> responses.Response:

@@ -1,4 +1,4 @@
-"""The published JSON Schema agrees with the marshmallow schemas, and the enums with the API docs."""
+"""The published JSON Schema agrees with the marshmallow schemas; the enums with the API docs."""
 
 from __future__ import annotations
 
@@ -22,10 +22,17 @@ VALID = [
     event(CustomerId=7, OrderSource="Local_Store"),
     event(shipping_address=ADDRESS, currency_code="JPY"),
     event(shipping_address={**ADDRESS, "country": "de", "state": None}),
-    event(ShippingAddress={k.title().replace("_", ""): v for k, v in ADDRESS.items()} | {
-        "AddressLine1": "1 Main St", "AddressLine2": None, "ZipCode": "1", "FirstName": "A",
-        "LastName": "B", "MiddleName": None,
-    }),
+    event(
+        ShippingAddress={k.title().replace("_", ""): v for k, v in ADDRESS.items()}
+        | {
+            "AddressLine1": "1 Main St",
+            "AddressLine2": None,
+            "ZipCode": "1",
+            "FirstName": "A",
+            "LastName": "B",
+            "MiddleName": None,
+        }
+    ),
     event(disable_inventory_count=False, order_sub_type="eBayGuaranteedDelivery"),
 ]
 
@@ -72,7 +79,9 @@ def test_schema_names_every_sellercloud_field() -> None:
     assert changes["customer_id"]["x-sellercloud-name"] == "CustomerId"
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="the API documentation folder is not beside the repo")
+@pytest.mark.skipif(
+    not SHARED.exists(), reason="the API documentation folder is not beside the repo"
+)
 def test_enums_match_the_api_documentation() -> None:
     documented = json.loads((SHARED / "enums.json").read_text())
     assert documented["OrderSource"] == enums.ORDER_SOURCE
@@ -81,7 +90,9 @@ def test_enums_match_the_api_documentation() -> None:
     assert documented["OrderSubTypeAliases"] == enums.ORDER_SUB_TYPE_ALIASES
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="the API documentation folder is not beside the repo")
+@pytest.mark.skipif(
+    not SHARED.exists(), reason="the API documentation folder is not beside the repo"
+)
 def test_simulator_uses_the_published_swagger_model() -> None:
     shipped = Path(__file__).resolve().parents[2] / "worker/simulator/swagger-update-order.json"
     assert json.loads(shipped.read_text()) == json.loads(

@@ -18,7 +18,11 @@ GOOD = {
 def test_defaults() -> None:
     settings = api_settings(GOOD)
     assert settings.base_url == "https://tt.api.sellercloud.com/rest/api"
-    assert (settings.max_retries, settings.retry_backoff, settings.retry_backoff_max) == (15, 2, 600)
+    assert (settings.max_retries, settings.retry_backoff, settings.retry_backoff_max) == (
+        15,
+        2,
+        600,
+    )
     assert settings.http_timeout == 30
     assert "pw" not in repr(settings)
 

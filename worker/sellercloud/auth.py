@@ -92,14 +92,14 @@ def _bearer(token: str) -> str:
 
 
 class BearerTokenAuth(AuthBase):
-    """Adds ``Authorization: Bearer ...``; on a 401, refreshes the token and repeats the call once."""
+    """Sends ``Authorization: Bearer ...``; a 401 refreshes the token and repeats the call once."""
 
     def __init__(self, tokens: TokenCache) -> None:
         self.tokens = tokens
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = _bearer(self.tokens.get())
-        request.register_hook("response", self._retry_on_401)
+        request.register_hook("response", self._retry_on_401)  # type: ignore[no-untyped-call]
         return request
 
     def _retry_on_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
@@ -112,7 +112,7 @@ class BearerTokenAuth(AuthBase):
         response.close()
         repeat = response.request.copy()
         repeat.headers["Authorization"] = _bearer(fresh)
-        repeat.deregister_hook("response", self._retry_on_401)
+        repeat.deregister_hook("response", self._retry_on_401)  # type: ignore[no-untyped-call]
         adapter: Any = response.connection  # the HTTPAdapter that sent the first request
         second: requests.Response = adapter.send(repeat, **kwargs)
         second.history.append(response)

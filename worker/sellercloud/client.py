@@ -94,7 +94,9 @@ class SellercloudClient:
 
     def update_order(self, order_id: int, body: dict[str, Any]) -> None:
         """``PUT {base}/Orders/{id}``; returns on 200, raises a SellercloudError otherwise."""
-        response = self._send("PUT", f"{self.base_url}/Orders/{order_id}", json=body, auth=self.auth)
+        response = self._send(
+            "PUT", f"{self.base_url}/Orders/{order_id}", json=body, auth=self.auth
+        )
         if 200 <= response.status_code < 300:
             return
         self._raise_for(response, what=f"Update Order {order_id}")
@@ -128,7 +130,9 @@ class SellercloudClient:
         except requests.Timeout as exc:
             raise ApiUnavailable(f"{method} {url}: timed out after {self.timeout[1]:g}s") from exc
         except requests.ConnectionError as exc:
-            raise ApiUnavailable(f"{method} {url}: connection failed ({type(exc).__name__})") from exc
+            raise ApiUnavailable(
+                f"{method} {url}: connection failed ({type(exc).__name__})"
+            ) from exc
 
     @staticmethod
     def _raise_for(response: requests.Response, *, what: str) -> None:
