@@ -1,7 +1,8 @@
 """Broker connections: the configured URL, or the embedded on-disk broker for one machine.
 
 Publisher confirms are on for AMQP: without them a publish during broker pressure or a restart can
-vanish silently. The embedded broker is kombu's filesystem transport under the data directory.
+vanish silently. The embedded broker is kombu's filesystem transport under the data directory,
+extended in ``worker.embedded_broker`` so that a crashed process loses nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ EMBEDDED_POLL_SECONDS = 0.1
 
 
 def transport_options(settings: BrokerSettings) -> dict[str, Any]:
+    """Options for the broker's transport; for the embedded broker, its folders (created)."""
     if settings.embedded_dir is not None:
         queue_dir = settings.embedded_dir / "queue"
         control_dir = settings.embedded_dir / "control"

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from worker.embedded_broker import SCHEME as EMBEDDED_SCHEME
+
 T = TypeVar("T")
 
 SERVER_URL_TEMPLATE = "https://{server_id}.api.sellercloud.com/rest/api"
@@ -69,7 +71,8 @@ def broker_settings(environ: Mapping[str, str] = os.environ) -> BrokerSettings:
     url = environ.get("CELERY_BROKER_URL", "").strip()
     if url:
         return BrokerSettings(url=url, embedded_dir=None, redis_visibility_timeout=visibility)
-    return BrokerSettings(url="filesystem://", embedded_dir=data_dir(environ) / "broker")
+    # Importing the module registers the scheme with kombu, in every process that reads this.
+    return BrokerSettings(url=f"{EMBEDDED_SCHEME}://", embedded_dir=data_dir(environ) / "broker")
 
 
 def log_settings(environ: Mapping[str, str] = os.environ) -> LogSettings:

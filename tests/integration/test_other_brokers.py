@@ -56,3 +56,25 @@ def test_a_worker_killed_on_redis_loses_nothing(redis_pipeline: Pipeline) -> Non
     redis_pipeline.state.latency_ms = 0
     redis_pipeline.start_worker()
     redis_pipeline.wait_applied(*orders, timeout=60)
+
+
+def test_a_worker_killed_on_the_embedded_broker_loses_nothing(
+    embedded_pipeline: Pipeline,
+) -> None:
+    import signal
+
+    from tests.integration.conftest import wait_for
+
+    embedded_pipeline.state.latency_ms = 300
+    orders = [8200 + i for i in range(12)]
+    embedded_pipeline.publish(*(make_event(o) for o in orders))
+    first = embedded_pipeline.start_worker()
+    wait_for(lambda: len(embedded_pipeline.state.orders()) >= 2, what="the first PUTs")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    inflight = embedded_pipeline.tmp_path / "data" / "broker" / "inflight" / str(first.pid)
+    assert any(inflight.iterdir()), "the killed worker held messages it had not acked"
+    embedded_pipeline.state.latency_ms = 0
+    embedded_pipeline.start_worker()
+    embedded_pipeline.wait_applied(*orders, timeout=60)
+    assert embedded_pipeline.dead_letters() == []

@@ -68,6 +68,7 @@ class SimulatorState:
         self._latency_ms = _check_latency(latency_ms)
         self._window = SlidingWindow(rate_limit) if rate_limit else None
         self._tokens: dict[str, float] = {}
+        self._issued: list[str] = []  # every token ever handed out, for leak checks in tests
         self._orders: dict[int, dict[str, Any]] = {}
         self._requests: list[RecordedRequest] = []
         self._order_script: dict[int, deque[Outcome]] = {}
@@ -140,6 +141,7 @@ class SimulatorState:
             lifetime = self._token_lifetime
             self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now}
             self._tokens[token] = now + lifetime
+            self._issued.append(token)
         return IssuedToken(token, self._username, now, now + lifetime, lifetime)
 
     def token_valid(self, token: str | None) -> bool:
@@ -148,6 +150,11 @@ class SimulatorState:
         with self._lock:
             expires_at = self._tokens.get(token)
         return expires_at is not None and time.time() < expires_at
+
+    def issued_tokens(self) -> list[str]:
+        """Every token issued since the last reset, expired ones included."""
+        with self._lock:
+            return list(self._issued)
 
     def expire_tokens(self) -> int:
         """Invalidate every issued token; return how many were still valid."""
@@ -297,6 +304,7 @@ class SimulatorState:
             self._latency_ms = latency
             self._window = SlidingWindow(limit) if limit else None
             self._tokens.clear()
+            self._issued.clear()
             self._orders.clear()
             self._requests.clear()
             self._order_script.clear()
