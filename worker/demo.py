@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,7 +191,7 @@ def demo_command(keep: bool) -> None:
         _stop(worker)
         server.stop()
     rows = _outcomes(state, dead)
-    click.echo(f"{'event':<36} {'order':>5}  {'outcome':<14} detail")
+    click.echo(f"   {'event':<33} {'order':>5}  {'outcome':<14} detail")
     for sample, outcome, detail in rows:
         order = str(sample.order_id) if sample.order_id else "-"
         mark = "ok " if outcome == sample.expect else "!! "
@@ -202,9 +203,8 @@ def demo_command(keep: bool) -> None:
     )
     ok = finished and all(outcome == sample.expect for sample, outcome, _ in rows)
     if not keep and ok:
-        import shutil
-
         shutil.rmtree(workdir, ignore_errors=True)
+        click.echo("(demo folder removed; run with --keep to keep the broker files and worker log)")
     if not ok:
         click.echo(f"demo: unexpected outcome; worker log kept at {worker_log}", err=True)
         sys.exit(1)
