@@ -233,26 +233,28 @@ class Pipeline:
         return [json.loads(line) for line in self.log_lines() if line.strip()]
 
 
+def _running(
+    broker_url: str | None, simulator: SimulatorServer, tmp_path: Path
+) -> Iterator[Pipeline]:
+    pipeline = Pipeline(broker_url, simulator, tmp_path)
+    yield pipeline
+    pipeline.stop_workers()
+
+
 @pytest.fixture
 def rabbit_pipeline(
     rabbitmq: str, simulator: SimulatorServer, tmp_path: Path
 ) -> Iterator[Pipeline]:
-    pipeline = Pipeline(rabbitmq, simulator, tmp_path)
-    yield pipeline
-    pipeline.stop_workers()
+    yield from _running(rabbitmq, simulator, tmp_path)
 
 
 @pytest.fixture
 def embedded_pipeline(simulator: SimulatorServer, tmp_path: Path) -> Iterator[Pipeline]:
-    pipeline = Pipeline(None, simulator, tmp_path)
-    yield pipeline
-    pipeline.stop_workers()
+    yield from _running(None, simulator, tmp_path)
 
 
 @pytest.fixture
 def redis_pipeline(
     redis_broker: str, simulator: SimulatorServer, tmp_path: Path
 ) -> Iterator[Pipeline]:
-    pipeline = Pipeline(redis_broker, simulator, tmp_path)
-    yield pipeline
-    pipeline.stop_workers()
+    yield from _running(redis_broker, simulator, tmp_path)

@@ -5,18 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.conftest import Pipeline, make_event
+from worker.demo import ADDRESS
 
 pytestmark = pytest.mark.integration
-
-ADDRESS = {
-    "first_name": "Ada",
-    "last_name": "Lovelace",
-    "address_line_1": "12 Analytical Row",
-    "city": "Buffalo",
-    "zip_code": "14201",
-    "country": "US",
-    "state": "NY",
-}
 
 
 def test_an_event_is_applied_with_exactly_the_fields_that_changed(
