@@ -11,7 +11,10 @@ from typing import Any
 
 import click
 
+from worker.cli_dlq import dlq_group
+from worker.demo import demo_command
 from worker.settings import ConfigError, api_settings, broker_settings, log_settings
+from worker.simulator.command import simulator_command
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -109,51 +112,9 @@ def schema() -> None:
     click.echo(json.dumps(event_json_schema(), indent=2))
 
 
-@main.group()
-def dlq() -> None:
-    """Read the dead-letter queue."""
-
-
-@dlq.command("list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON entry per line.")
-@click.option("--limit", type=click.IntRange(min=1), help="Show at most this many entries.")
-def dlq_list(as_json: bool, limit: int | None) -> None:
-    """List dead-lettered events without consuming them."""
-    from worker.broker import connect
-    from worker.deadletter import browse
-
-    shown = 0
-    with connect(broker_settings()) as connection:
-        for entry in browse(connection):
-            if as_json:
-                _echo_json(entry)
-            else:
-                click.echo(
-                    f"{entry.get('dead_lettered_at', '')}  {entry.get('reason', ''):<24} "
-                    f"order={entry.get('order_id')}  event={entry.get('event_id')}  "
-                    f"{entry.get('error', '')}"
-                )
-            shown += 1
-            if limit is not None and shown >= limit:
-                break
-    if not as_json:
-        click.echo(f"{shown} dead-lettered event(s)", err=True)
-
-
-def _attach_simulator() -> None:
-    from worker.simulator.command import simulator_command
-
-    main.add_command(simulator_command)
-
-
-def _attach_demo() -> None:
-    from worker.demo import demo_command
-
-    main.add_command(demo_command)
-
-
-_attach_simulator()
-_attach_demo()
+main.add_command(dlq_group)
+main.add_command(simulator_command)
+main.add_command(demo_command)
 
 
 if __name__ == "__main__":

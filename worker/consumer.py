@@ -15,6 +15,7 @@ from celery import bootsteps
 from kombu import Consumer, Message
 
 from worker import pipeline
+from worker.deadletter import replay_history
 from worker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
 
 log = structlog.get_logger(__name__)
@@ -47,6 +48,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             content_type=message.content_type,
             message_id=props.get("message_id"),
             correlation_id=props.get("correlation_id"),
+            history=replay_history(message.headers),
         )
         try:
             apply_order_event.apply_async(args=(envelope,), queue=TASKS_QUEUE.name)

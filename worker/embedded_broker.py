@@ -12,16 +12,19 @@ For one machine only: liveness is judged by process id on this host.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
-from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
 
 SCHEME = "order-sync-fs"
 INFLIGHT = "inflight"
+_sequence = itertools.count()
 
 
 def _alive(pid: int) -> bool:
@@ -95,8 +98,21 @@ class Channel(filesystem.Channel):
         self._settled(delivery_tag)
 
     def _restore(self, message: Any) -> None:
-        super()._restore(message)
-        self._settled(message.delivery_tag)
+        # Back under its own name, so it keeps its place in the queue.
+        path = self._inflight_files.pop(message.delivery_tag, None)
+        if path is None or not path.exists():
+            super()._restore(message)
+            return
+        path.rename(Path(self.data_folder_in) / path.name)
+
+    def _put(self, queue: str, message: Any) -> None:
+        # kombu names files by the millisecond and a random id, so messages published within
+        # one millisecond come out in random order; nanoseconds and a counter keep them FIFO.
+        name = f"{time.time_ns():020d}-{os.getpid()}-{next(_sequence):012d}.{queue}.msg"
+        target = Path(self.data_folder_out) / name
+        partial = target.with_suffix(".part")
+        partial.write_bytes(str_to_bytes(dumps(message)))
+        partial.rename(target)  # readers never see a half-written message
 
 
 class Transport(filesystem.Transport):

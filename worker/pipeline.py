@@ -50,6 +50,7 @@ def envelope(
     content_type: str | None,
     message_id: str | None = None,
     correlation_id: str | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A raw broker message as a JSON-safe task argument, with the body kept exactly."""
     if isinstance(body, str):
@@ -66,6 +67,7 @@ def envelope(
         "message_id": message_id,
         "correlation_id": correlation_id,
         "received_at": utc_now(),
+        "history": history or [],
     }
 
 
@@ -154,6 +156,7 @@ def _entry(
         content_type=env.get("content_type"),
         correlation_id=env.get("correlation_id"),
         first_received_at=env.get("received_at"),
+        history=env.get("history") or None,
         **details,
     )
 
