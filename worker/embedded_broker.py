@@ -105,13 +105,13 @@ class Channel(filesystem.Channel):
             return
         path.rename(Path(self.data_folder_in) / path.name)
 
-    def _put(self, queue: str, message: Any) -> None:
+    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
         # kombu names files by the millisecond and a random id, so messages published within
         # one millisecond come out in random order; nanoseconds and a counter keep them FIFO.
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(_sequence):012d}.{queue}.msg"
         target = Path(self.data_folder_out) / name
         partial = target.with_suffix(".part")
-        partial.write_bytes(str_to_bytes(dumps(message)))
+        partial.write_bytes(str_to_bytes(dumps(payload)))
         partial.rename(target)  # readers never see a half-written message
 
 
