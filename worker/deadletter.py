@@ -158,6 +158,8 @@ def deliveries(connection: Connection) -> Iterator[tuple[int, Iterator[Delivery]
                 yield Delivery(body if isinstance(body, dict) else None, message)
 
         yield depth, stream()
+        # Stop the broker pushing more before the rest is handed back.
+        consumer.cancel()
     finally:
         _hand_back_in_order(channel)
         channel.close()

@@ -104,11 +104,12 @@ def depth(connection: Connection) -> int:
 
 # Summary ---------------------------------------------------------------------------------------
 
-_NUMBERS = re.compile(r"\d+")
+# Ids and counts, not short numbers: "HTTP 400" and "HTTP 503" are different failures.
+_NUMBERS = re.compile(r"\d{4,}")
 
 
 def error_group(error: str) -> str:
-    """An error message with its numbers blanked, so one failure mode is one group."""
+    """An error message with its ids blanked, so one failure mode is one group."""
     return _NUMBERS.sub("N", error)
 
 

@@ -114,11 +114,11 @@ def test_summary_groups_by_reason_and_error(rabbit_pipeline: Pipeline) -> None:
     assert summary["by_reason"]["api_rejected"]["count"] == 3
     assert summary["by_reason"]["retries_exhausted"]["count"] == 2
     groups = {(g["reason"], g["error"]): g["count"] for g in summary["by_error"]}
-    assert groups[("api_rejected", "Update Order N: HTTP N")] == 3
+    assert groups[("api_rejected", "Update Order N: HTTP 400")] == 3
     first = summary["by_reason"]["api_rejected"]
     assert first["oldest"] <= first["newest"]
     table = order_sync(rabbit_pipeline, "summary")
-    assert "api_rejected" in table.stdout and "Update Order N: HTTP N" in table.stdout
+    assert "api_rejected" in table.stdout and "Update Order N: HTTP 400" in table.stdout
 
 
 def test_replay_republishes_the_selection_and_removes_only_it(rabbit_pipeline: Pipeline) -> None:
@@ -283,3 +283,44 @@ def test_list_replay_and_purge_on_other_brokers(
     assert json.loads(purge.stdout)["done"] == 1
     assert ids(order_sync(pipeline, "list", "--json").stdout) == everything[2:]
     assert [m["body"]["event_id"] for m in events_waiting(pipeline)] == [entries[1]["event_id"]]
+
+
+def _on_a_terminal(pipeline: Pipeline, *args: str) -> str:
+    """Run ``order-sync dlq ...`` with a pseudo-terminal as its stdin, stdout and stderr."""
+    import os
+
+    leader, follower = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "dlq", *args],
+        env=pipeline.env,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    process.wait(timeout=60)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bars_show_on_a_terminal_and_stay_quiet_when_piped(
+    rabbit_pipeline: Pipeline,
+) -> None:
+    seed(rabbit_pipeline, 20)
+    on_terminal = _on_a_terminal(rabbit_pipeline, "summary")
+    assert "reading" in on_terminal and "20/20" in on_terminal
+    piped = order_sync(rabbit_pipeline, "summary")
+    assert "reading" not in piped.stdout + piped.stderr
+    as_json = _on_a_terminal(rabbit_pipeline, "summary", "--json")
+    assert "reading" not in as_json
+    replay = _on_a_terminal(rabbit_pipeline, "replay", "--all")
+    assert "replaying" in replay and "replayed 20 entries" in replay
