@@ -153,11 +153,9 @@ def summary_command(as_json: bool, limit: int | None, **params: Any) -> None:
         _echo_json(summary.as_dict())
         return
     click.echo(f"{summary.total} dead-lettered entr{'y' if summary.total == 1 else 'ies'}\n")
-    click.echo(f"{'reason':<26}{'count':>8}  {'oldest':<26}{'newest':<26}")
+    click.echo(f"{'reason':<26}{'count':>8}  {'oldest':<26}newest")
     for reason, group in summary.ranked(summary.by_reason):
-        click.echo(
-            f"{reason:<26}{group.count:>8}  {group.oldest or '':<26}{group.newest or '':<26}"
-        )
+        click.echo(f"{reason:<26}{group.count:>8}  {group.oldest or '':<26}{group.newest or ''}")
     click.echo(f"\n{'reason':<26}{'count':>8}  error")
     for (reason, error), group in summary.ranked(summary.by_error):
         click.echo(f"{reason:<26}{group.count:>8}  {error[:120]}")

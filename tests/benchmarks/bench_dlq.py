@@ -106,7 +106,9 @@ def main() -> None:
     report = {
         "entries": options.count,
         "broker": options.broker.split("@")[-1],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        ),
         "results": results,
     }
     print(json.dumps(report, indent=2))
