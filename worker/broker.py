@@ -16,6 +16,10 @@ from worker.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
 
+PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
+# A publish waits out a short broker hiccup (a restart, a failover) before it gives up.
+PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5}
+
 EMBEDDED_POLL_SECONDS = 0.1
 
 

@@ -186,12 +186,9 @@ def replay_command(
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--patch") from exc
     if parsed_patch is not None and not isinstance(parsed_patch, dict):
         raise click.BadParameter("a merge patch for changes is a JSON object", param_hint="--patch")
-    with (
-        _progress("replaying", not as_json) as progress,
-        connect(broker_settings()) as connection,
-    ):
+    with _progress("replaying", not as_json) as progress:
         outcome = dlq.replay(
-            connection,
+            broker_settings(),
             selection,
             patch=parsed_patch,
             rate=rate,

@@ -27,12 +27,11 @@ from typing import Any
 
 from kombu import Connection, Consumer, Message, Producer
 
+from worker.broker import PERSISTENT, PUBLISH_RETRY_POLICY
 from worker.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
 
 #: Header on a replayed event: the JSON list of its earlier failures and replays.
 HISTORY_HEADER = "x-order-sync-history"
-PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker
-PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5}
 
 
 def utc_now() -> str:

@@ -16,16 +16,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kombu import Connection, Producer
+from kombu import Connection
 from marshmallow import ValidationError
 
 from schemas.errors import describe_errors
 from schemas.event import load_event
-from worker.deadletter import HISTORY_HEADER, PERSISTENT, Delivery, deliveries, replay_step
-from worker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, PUBLISHER_QUEUES
+from worker.broker import connect
+from worker.deadletter import HISTORY_HEADER, Delivery, deliveries, replay_step
+from worker.publisher import EventPublisher
+from worker.settings import BrokerSettings
 
 Progress = Callable[[int], None]
-PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5}
 
 
 def parse_time(value: str) -> dt.datetime:
@@ -243,7 +244,7 @@ class Pacer:
 
 
 def replay(
-    connection: Connection,
+    settings: BrokerSettings,
     selection: Selection,
     *,
     patch: Any = None,
@@ -255,45 +256,34 @@ def replay(
     """Republish the selected entries' events to the normal flow, then remove the entries."""
     outcome = Outcome()
     pacer = Pacer(rate)
-    publishing = connection.clone()
-    producer = Producer(publishing)
-    try:
-        with deliveries(connection) as (_, stream):
-            for delivery in _selected(stream, selection, progress):
-                entry = delivery.entry
-                assert entry is not None  # noqa: S101 (_selected guarantees it)
-                entry_id = str(entry.get("id"))
-                try:
-                    message = replay_message(entry, patch)
-                except ValueError as exc:
-                    outcome.failed.append({"id": entry_id, "error": str(exc)})
-                    continue
-                if not dry_run:
-                    pacer.wait()
-                    _republish(producer, message, entry.get("event_id"))
-                    delivery.remove()
-                outcome.done.append(entry_id)
-                if limit is not None and len(outcome.done) >= limit:
-                    break
-    finally:
-        publishing.release()
+    # Two connections: waiting for a publish confirm must not read the deliveries being held.
+    with (
+        EventPublisher(settings) as sender,
+        connect(settings) as connection,
+        deliveries(connection) as (_, stream),
+    ):
+        for delivery in _selected(stream, selection, progress):
+            entry = delivery.entry
+            assert entry is not None  # noqa: S101 (_selected guarantees it)
+            entry_id = str(entry.get("id"))
+            try:
+                message = replay_message(entry, patch)
+            except ValueError as exc:
+                outcome.failed.append({"id": entry_id, "error": str(exc)})
+                continue
+            if not dry_run:
+                pacer.wait()
+                sender.publish_raw(
+                    message.body,
+                    str(entry.get("event_id") or "") or None,
+                    content_type=message.content_type,
+                    headers={HISTORY_HEADER: json.dumps(message.history, separators=(",", ":"))},
+                )
+                delivery.remove()
+            outcome.done.append(entry_id)
+            if limit is not None and len(outcome.done) >= limit:
+                break
     return outcome
-
-
-def _republish(producer: Producer, message: ReplayMessage, event_id: Any) -> None:
-    producer.publish(
-        message.body,
-        exchange=EVENTS_EXCHANGE,
-        routing_key=EVENT_ROUTING_KEY,
-        declare=list(PUBLISHER_QUEUES),
-        content_type=message.content_type,
-        content_encoding="binary" if isinstance(message.body, bytes) else "utf-8",
-        delivery_mode=PERSISTENT,
-        message_id=str(event_id) if event_id else None,
-        headers={HISTORY_HEADER: json.dumps(message.history, separators=(",", ":"))},
-        retry=True,
-        retry_policy=PUBLISH_RETRY_POLICY,
-    )
 
 
 def purge(

@@ -18,12 +18,9 @@ from marshmallow import ValidationError
 
 from schemas.errors import describe_errors
 from schemas.event import load_event
-from worker.broker import connect
-from worker.deadletter import PERSISTENT
+from worker.broker import PERSISTENT, PUBLISH_RETRY_POLICY, connect
 from worker.settings import BrokerSettings, broker_settings
 from worker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, PUBLISHER_QUEUES
-
-PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5}
 
 
 class InvalidEvents(ValueError):
@@ -71,7 +68,14 @@ class EventPublisher:
             raise InvalidEvents(problems)
         self.publish_raw(json.dumps(event, separators=(",", ":")), str(event.get("event_id")))
 
-    def publish_raw(self, body: str | bytes, message_id: str | None = None) -> None:
+    def publish_raw(
+        self,
+        body: str | bytes,
+        message_id: str | None = None,
+        *,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Publish a body as is (no validation), as a non-Python upstream would."""
         if self.producer is None:
             raise RuntimeError("use EventPublisher as a context manager")
@@ -80,8 +84,9 @@ class EventPublisher:
             exchange=EVENTS_EXCHANGE,
             routing_key=EVENT_ROUTING_KEY,
             declare=list(PUBLISHER_QUEUES),
-            content_type="application/json",
-            content_encoding="utf-8",
+            content_type=content_type,
+            content_encoding="binary" if isinstance(body, bytes) else "utf-8",
+            headers=headers,
             delivery_mode=PERSISTENT,
             message_id=message_id,
             retry=True,
