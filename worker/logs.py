@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -92,8 +91,3 @@ def configure_logging(settings: LogSettings) -> None:
         cache_logger_on_first_use=True,
     )
 
-
-def context(**values: Any) -> MutableMapping[str, Any]:
-    """Context carried by every log line from this thread until cleared."""
-    structlog.contextvars.bind_contextvars(**values)
-    return structlog.contextvars.get_contextvars()
