@@ -10,7 +10,6 @@ queue at once; ``SellercloudError`` subclasses say whether the API call is worth
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from worker.sellercloud.client import SellercloudClient, response_json
 from worker.sellercloud.errors import SellercloudError, TransientError
 
 MAX_EVENT_BYTES = 256 * 1024
+KEPT_OF_OVERSIZED = 4 * 1024
 JSON_CONTENT_TYPES = frozenset({"application/json", "text/json", ""})
 UTF8 = "utf-8"
 BASE64 = "base64"
@@ -52,32 +52,34 @@ def envelope(
     correlation_id: str | None = None,
     history: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A raw broker message as a JSON-safe task argument, with the body kept exactly."""
-    if isinstance(body, str):
-        text, encoding = body, UTF8
-    else:
-        try:
-            text, encoding = body.decode(UTF8), UTF8
-        except UnicodeDecodeError:
-            text, encoding = base64.b64encode(body).decode("ascii"), BASE64
+    """A raw broker message as a JSON-safe task argument, with the body kept exactly.
+
+    An oversized body is cut to its first few KiB here, before it becomes a task message: the
+    event is dead-lettered as ``too_large`` and the start is enough to tell what it was.
+    """
+    raw = body.encode(UTF8, errors="surrogatepass") if isinstance(body, str) else body
+    size = len(raw)
+    truncated = size > MAX_EVENT_BYTES
+    if truncated:
+        raw = raw[:KEPT_OF_OVERSIZED]
+    try:
+        text, encoding = raw.decode(UTF8), UTF8
+    except UnicodeDecodeError:
+        if truncated:  # the cut may split a character; the start is kept for people to read
+            text, encoding = raw.decode(UTF8, errors="replace"), UTF8
+        else:
+            text, encoding = base64.b64encode(raw).decode("ascii"), BASE64
     return {
         "body": text,
         "body_encoding": encoding,
+        "size": size,
+        "truncated": truncated,
         "content_type": content_type,
         "message_id": message_id,
         "correlation_id": correlation_id,
         "received_at": utc_now(),
         "history": history or [],
     }
-
-
-def raw_body(env: dict[str, Any]) -> bytes:
-    if env.get("body_encoding") == BASE64:
-        try:
-            return base64.b64decode(env["body"])
-        except (binascii.Error, ValueError):
-            return b""
-    return str(env["body"]).encode(UTF8, errors="surrogatepass")
 
 
 def decode(env: dict[str, Any]) -> Any:
@@ -88,15 +90,16 @@ def decode(env: dict[str, Any]) -> Any:
             "unsupported_content_type",
             f"content type {content_type!r} is not JSON; publish events as application/json",
         )
+    if env.get("truncated"):
+        raise EventRejected(
+            "too_large",
+            f"the body is {env.get('size')} bytes, over the {MAX_EVENT_BYTES // 1024} KiB limit "
+            f"for one event (its first {KEPT_OF_OVERSIZED // 1024} KiB are kept)",
+        )
     if env.get("body_encoding") == BASE64:
         raise EventRejected("invalid_json", "the body is not UTF-8 text, so it cannot be JSON")
-    text = env["body"]
-    if len(text.encode(UTF8, errors="surrogatepass")) > MAX_EVENT_BYTES:
-        raise EventRejected(
-            "too_large", f"the body is over the {MAX_EVENT_BYTES // 1024} KiB limit for one event"
-        )
     try:
-        return json.loads(text)
+        return json.loads(env["body"])
     except (ValueError, RecursionError) as exc:
         raise EventRejected("invalid_json", f"the body is not valid JSON: {exc}") from exc
 
