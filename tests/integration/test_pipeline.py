@@ -157,3 +157,17 @@ def test_events_published_before_any_worker_ran_are_kept(rabbit_pipeline: Pipeli
     rabbit_pipeline.publish(*(make_event(6000 + i) for i in range(5)))
     rabbit_pipeline.start_worker()
     rabbit_pipeline.wait_applied(*(6000 + i for i in range(5)))
+
+
+def test_an_oversized_message_is_dead_lettered_with_its_start_kept(
+    rabbit_pipeline: Pipeline,
+) -> None:
+    rabbit_pipeline.start_worker()
+    huge = __import__("json").dumps(make_event(5013, customer_id=1) | {"pad": "x" * 1_000_000})
+    rabbit_pipeline.publish_raw(huge)
+    rabbit_pipeline.publish(make_event(5014))
+    [entry] = rabbit_pipeline.wait_dead_letters(1)
+    rabbit_pipeline.wait_applied(5014)
+    assert entry["reason"] == "too_large"
+    assert str(len(huge)) in entry["error"]
+    assert huge.startswith(entry["raw_body"]) and len(entry["raw_body"]) == 4096
