@@ -14,7 +14,7 @@ import structlog
 from celery import bootsteps
 from kombu import Consumer, Message
 
-from worker import pipeline
+from worker import pipeline, runtime
 from worker.deadletter import replay_history
 from worker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
 
@@ -50,6 +50,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             correlation_id=props.get("correlation_id"),
             history=replay_history(message.headers),
         )
+        self.announce(envelope)
         try:
             apply_order_event.apply_async(args=(envelope,), queue=TASKS_QUEUE.name)
         except Exception as exc:
@@ -57,3 +58,19 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             message.requeue()
             return
         message.ack()
+
+    @staticmethod
+    def announce(envelope: dict[str, Any]) -> None:
+        """Put the event in its order's pending set now, ahead of its task.
+
+        Under a backlog this reader runs far ahead of the pool, so the task that next writes an
+        order finds every event waiting for it and sends them as one PUT. Best effort: the task
+        adds its event again anyway, so a failure here only costs the merge.
+        """
+        try:
+            event = pipeline.prepare(envelope, pipeline.Progress())
+            runtime.current().coordinator.enqueue(event, envelope)
+        except Exception as exc:  # never let this stop the forwarding
+            log.debug("event not announced to its order", error=str(exc))
+        finally:
+            structlog.contextvars.clear_contextvars()

@@ -19,10 +19,9 @@ from marshmallow import ValidationError
 
 from schemas.errors import flatten_errors
 from schemas.event import OrderChange, load_event
-from schemas.sellercloud import update_order_body
 from worker import deadletter
 from worker.deadletter import utc_now
-from worker.sellercloud.client import SellercloudClient, response_json
+from worker.sellercloud.client import response_json
 from worker.sellercloud.errors import SellercloudError, TransientError
 
 MAX_EVENT_BYTES = 256 * 1024
@@ -133,16 +132,11 @@ class Progress:
         structlog.contextvars.bind_contextvars(event_id=self.event_id, order_id=self.order_id)
 
 
-def process(env: dict[str, Any], client: SellercloudClient, progress: Progress) -> None:
-    """Decode, validate, build the body and send it, recording each step in ``progress``.
-
-    Raises EventRejected (dead-letter now) or a SellercloudError (retry if transient).
-    """
+def prepare(env: dict[str, Any], progress: Progress) -> OrderChange:
+    """Decode and validate, recording each step in ``progress``; raises EventRejected."""
     progress.payload = decode(env)
     progress.note_ids()
-    event = parse(progress.payload)
-    progress.body = update_order_body(event.changes)
-    client.update_order(event.order_id, progress.body)
+    return parse(progress.payload)
 
 
 def _entry(

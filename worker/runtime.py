@@ -1,7 +1,7 @@
-"""Per-process state: the settings and the one pooled Sellercloud client of this process.
+"""Per-process state: settings, the shared store, and the one pooled Sellercloud client.
 
-Built on first use in each process, so a prefork child never shares a connection pool (or a
-token lock) with its parent.
+Built on first use in each process, so a prefork child never shares a connection pool, a
+store connection or a token lock with its parent.
 """
 
 from __future__ import annotations
@@ -10,19 +10,45 @@ import os
 import threading
 from dataclasses import dataclass
 
+from worker.ordering import OrderCoordinator
+from worker.ratelimit import FleetRateLimiter
 from worker.sellercloud.client import SellercloudClient
-from worker.settings import ApiSettings, api_settings
+from worker.settings import ApiSettings, FleetSettings, api_settings, fleet_settings
+from worker.state import Store, open_store
+from worker.state.tokens import SharedTokens
 
 
 @dataclass(frozen=True)
 class Runtime:
     settings: ApiSettings
+    fleet: FleetSettings
+    store: Store
+    coordinator: OrderCoordinator
+    limiter: FleetRateLimiter
     client: SellercloudClient
 
 
 _lock = threading.Lock()
 _by_pid: dict[int, Runtime] = {}
 pool_size = 10  # set from the worker's concurrency at start
+
+
+def _build() -> Runtime:
+    settings = api_settings()
+    fleet = fleet_settings()
+    store = open_store(fleet.redis_url, str(fleet.store_path))
+    limiter = FleetRateLimiter(store, fleet.rate_limit)
+    client = SellercloudClient(
+        settings.base_url,
+        settings.username,
+        settings.password,
+        timeout=settings.http_timeout,
+        pool_size=pool_size,
+        before_call=limiter.wait,
+        shared_tokens=lambda login: SharedTokens(store, login).fetch,
+    )
+    coordinator = OrderCoordinator(store, fleet.dedup_window, fleet.order_lock_ttl)
+    return Runtime(settings, fleet, store, coordinator, limiter, client)
 
 
 def current() -> Runtime:
@@ -32,14 +58,6 @@ def current() -> Runtime:
         return found
     with _lock:
         if pid not in _by_pid:
-            settings = api_settings()
-            client = SellercloudClient(
-                settings.base_url,
-                settings.username,
-                settings.password,
-                timeout=settings.http_timeout,
-                pool_size=pool_size,
-            )
             _by_pid.clear()  # entries of a parent process are useless in a child
-            _by_pid[pid] = Runtime(settings, client)
+            _by_pid[pid] = _build()
         return _by_pid[pid]

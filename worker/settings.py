@@ -16,11 +16,13 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from worker.embedded_broker import SCHEME as EMBEDDED_SCHEME
+from worker.ratelimit import Rate, parse_rate
 
 T = TypeVar("T")
 
 SERVER_URL_TEMPLATE = "https://{server_id}.api.sellercloud.com/rest/api"
 LOG_FORMATS = ("json", "console")
+DEFAULT_RATE_LIMIT = "10800/h"  # Sellercloud's published limit per IP address
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -157,6 +159,37 @@ def _base_url(reader: _Reader) -> str:
         f"got {url!r}"
     )
     return url
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """How the workers of a fleet coordinate (ordering, de-duplication, the API budget)."""
+
+    redis_url: str | None  # None: the embedded SQLite store, for one machine
+    store_path: Path
+    rate_limit: Rate | None  # None: no limit
+    dedup_window: float
+    order_lock_ttl: float
+
+
+def fleet_settings(environ: Mapping[str, str] = os.environ) -> FleetSettings:
+    reader = _Reader(environ)
+    raw_rate = environ.get("ORDER_SYNC_RATE_LIMIT", "").strip() or DEFAULT_RATE_LIMIT
+    rate: Rate | None = None
+    try:
+        rate = parse_rate(raw_rate)
+    except ValueError as exc:
+        reader.problems.append(f"ORDER_SYNC_RATE_LIMIT: {exc}")
+    settings = FleetSettings(
+        redis_url=environ.get("ORDER_SYNC_REDIS_URL", "").strip() or None,
+        store_path=data_dir(environ) / "state.sqlite3",
+        rate_limit=rate,
+        dedup_window=reader.number("ORDER_SYNC_DEDUP_WINDOW", 7 * 86400.0, float, 1),
+        order_lock_ttl=reader.number("ORDER_SYNC_ORDER_LOCK_TTL", 120.0, float, 1),
+    )
+    if reader.problems:
+        raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
+    return settings
 
 
 def api_settings(environ: Mapping[str, str] = os.environ) -> ApiSettings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 import traceback
 from typing import Any
@@ -13,11 +12,13 @@ from celery.exceptions import Reject, Retry
 
 from worker import deadletter, pipeline, runtime
 from worker.celery_app import app
-from worker.sellercloud.errors import RateLimited, SellercloudError, TransientError
+from worker.state import StoreUnavailable
+from worker.sync import RetryLater, sync_event
 
 log = structlog.get_logger(__name__)
 
 APPLY_ORDER_EVENT = "order_sync.apply_order_event"
+STORE_RETRY_SECONDS = 5.0
 
 
 class OrderSyncTask(Task[..., str]):
@@ -26,41 +27,35 @@ class OrderSyncTask(Task[..., str]):
     # Ack only once the event is applied or dead-lettered; a killed worker's message comes back.
     acks_late = True
     reject_on_worker_lost = True
-    # Retries are decided in retry_later() from the settings, not by Celery's autoretry.
+    # Retries are decided by sync.RetryLater from the settings, not by Celery's autoretry; a
+    # wait for another writer or for the rate limit is a retry that counts against nothing.
     max_retries = None
 
-    @property
-    def attempts(self) -> int:
-        return int(self.request.retries) + 1
-
-    def backoff(self, error: TransientError) -> float:
-        """Exponential backoff with full jitter; a rate limit waits at least until its reset."""
+    def backoff(self, failures: int) -> float:
+        """Exponential backoff with full jitter."""
         settings = runtime.current().settings
-        ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2**self.request.retries)
-        delay = random.uniform(0, ceiling)  # noqa: S311 (jitter, not security)
-        if isinstance(error, RateLimited) and error.reset_at is not None:
-            until_reset = (error.reset_at - dt.datetime.now(dt.UTC)).total_seconds()
-            delay = max(delay, min(until_reset, settings.retry_backoff_max))
-        return delay
+        ceiling = min(settings.retry_backoff_max, settings.retry_backoff * 2**failures)
+        return random.uniform(0, ceiling)  # noqa: S311 (jitter, not security)
 
-    def may_retry(self, error: SellercloudError) -> bool:
-        return isinstance(error, TransientError) and (
-            self.attempts <= runtime.current().settings.max_retries
-        )
-
-    def retry_later(self, error: SellercloudError) -> Retry:
+    def come_back(self, envelope: dict[str, Any], failures: int, later: RetryLater) -> Retry:
         """Requeue with a countdown; the message waits in the broker, not in a pool slot."""
-        countdown = self.backoff(error) if isinstance(error, TransientError) else 0.0
-        log.warning(
-            "event retry scheduled",
-            reason=error.reason,
-            error=str(error),
-            status_code=error.status_code,
-            attempt=self.attempts,
-            countdown=round(countdown, 3),
-        )
+        failures += int(later.counted)
+        if later.counted or later.reason != "order_busy":
+            log.warning(
+                "event retry scheduled",
+                reason=later.reason,
+                error=later.error,
+                attempt=failures,
+                counted=later.counted,
+                countdown=round(later.countdown, 3),
+            )
         try:
-            self.retry(countdown=countdown, max_retries=None)
+            self.retry(
+                args=(envelope,),
+                kwargs={"failures": failures},
+                countdown=later.countdown,
+                max_retries=None,
+            )
         except Retry as retry:
             return retry
         except Exception as exc:
@@ -68,7 +63,7 @@ class OrderSyncTask(Task[..., str]):
             raise Reject(f"could not schedule retry: {exc}", requeue=True) from exc
         raise AssertionError("Task.retry always raises")  # pragma: no cover
 
-    def dead_letter(self, entry: dict[str, Any]) -> str:
+    def dead_letter(self, entry: dict[str, Any]) -> None:
         entry["task_id"] = self.request.id
         entry["worker"] = self.request.hostname
         try:
@@ -82,14 +77,14 @@ class OrderSyncTask(Task[..., str]):
             reason=entry["reason"],
             error=entry["error"],
             status_code=entry.get("status_code"),
-            attempt=self.attempts,
+            attempts=entry.get("attempts"),
             dead_letter_id=entry["id"],
+            dead_lettered_event_id=entry.get("event_id"),
         )
-        return "dead_lettered"
 
 
 @app.task(base=OrderSyncTask, bind=True, name=APPLY_ORDER_EVENT)
-def apply_order_event(self: OrderSyncTask, envelope: dict[str, Any]) -> str:
+def apply_order_event(self: OrderSyncTask, envelope: dict[str, Any], failures: int = 0) -> str:
     """Apply one upstream event to Sellercloud, retry it later, or dead-letter it."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(
@@ -97,24 +92,32 @@ def apply_order_event(self: OrderSyncTask, envelope: dict[str, Any]) -> str:
     )
     progress = pipeline.Progress()
     try:
-        pipeline.process(envelope, runtime.current().client, progress)
+        event = pipeline.prepare(envelope, progress)
+        outcome = sync_event(
+            runtime.current(),
+            event,
+            envelope,
+            owner=str(self.request.id),
+            failures=failures,
+            backoff=self.backoff,
+            dead_letter=self.dead_letter,
+        )
     except pipeline.EventRejected as rejected:
-        return self.dead_letter(
-            pipeline.rejected_entry(envelope, progress, rejected, self.attempts)
-        )
-    except SellercloudError as error:
-        if self.may_retry(error):
-            raise self.retry_later(error) from error
-        return self.dead_letter(
-            pipeline.api_failure_entry(envelope, progress, error, self.attempts)
-        )
+        self.dead_letter(pipeline.rejected_entry(envelope, progress, rejected, failures + 1))
+        return "dead_lettered"
+    except RetryLater as later:
+        raise self.come_back(envelope, failures, later) from later
+    except StoreUnavailable as exc:
+        log.warning("shared store unavailable; the event waits and is retried", error=str(exc))
+        wait = RetryLater(STORE_RETRY_SECONDS, counted=False, reason="store_unavailable")
+        raise self.come_back(envelope, failures, wait) from exc
     except (Retry, Reject):
         raise
     except Exception as exc:
         log.exception("unexpected error while applying event")
         trace = traceback.format_exc(limit=20)
-        return self.dead_letter(
-            pipeline.internal_error_entry(envelope, progress, exc, trace, self.attempts)
+        self.dead_letter(
+            pipeline.internal_error_entry(envelope, progress, exc, trace, failures + 1)
         )
-    log.info("event applied", attempt=self.attempts, fields=sorted(progress.body or {}))
-    return "applied"
+        return "dead_lettered"
+    return outcome

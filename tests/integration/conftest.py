@@ -139,6 +139,8 @@ class Pipeline:
             ORDER_SYNC_MAX_RETRIES="5",
             ORDER_SYNC_HTTP_TIMEOUT="3",
             ORDER_SYNC_LOG_FORMAT="json",
+            # Tests that are about the rate limit set one; the rest run unthrottled.
+            ORDER_SYNC_RATE_LIMIT="0",
             PYTHONUNBUFFERED="1",
         )
         if self.broker_url:
@@ -158,7 +160,19 @@ class Pipeline:
         self, *args: str, command: list[str] | None = None, wait: bool = True
     ) -> subprocess.Popen[bytes]:
         log = self.tmp_path / f"worker-{len(self.logs)}.log"
-        argv = command or [sys.executable, "-m", "worker.cli", "worker", "-c", "4", *args]
+        # A node name of its own: two workers on one host would otherwise clash on RabbitMQ.
+        node = f"w{len(self.logs)}-{uuid.uuid4().hex[:6]}@%h"
+        argv = command or [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "worker",
+            "-c",
+            "4",
+            "-n",
+            node,
+            *args,
+        ]
         with log.open("wb") as handle:
             process = subprocess.Popen(
                 argv, env=self.env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True

@@ -187,7 +187,7 @@ def test_token_fetches_are_single_flight() -> None:
     release = threading.Event()
     calls = []
 
-    def slow_fetch() -> tuple[str, float]:
+    def slow_fetch(_rejected: str | None) -> tuple[str, float]:
         calls.append(1)
         started.set()
         release.wait(5)
@@ -209,7 +209,7 @@ def test_token_fetches_are_single_flight() -> None:
 def test_many_401s_at_once_cause_one_token_request() -> None:
     fetched = []
 
-    def fetch() -> tuple[str, float]:
+    def fetch(_rejected: str | None) -> tuple[str, float]:
         fetched.append(1)
         return f"token-{len(fetched)}", 3600.0
 
@@ -235,7 +235,7 @@ def test_a_token_is_refreshed_shortly_before_it_expires() -> None:
     now = [0.0]
     fetched = []
 
-    def fetch() -> tuple[str, float]:
+    def fetch(_rejected: str | None) -> tuple[str, float]:
         fetched.append(1)
         return f"token-{len(fetched)}", 3600.0
 

@@ -47,10 +47,12 @@ class TokenCache:
 
     def __init__(
         self,
-        fetch: Callable[[], tuple[str, float]],
+        fetch: Callable[[str | None], tuple[str, float]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._fetch = fetch  # returns (access_token, expires_in seconds)
+        # fetch(rejected) returns (access_token, seconds it stays valid); ``rejected`` is the
+        # token the API just refused, or None when the current one is merely about to expire.
+        self._fetch = fetch
         self._clock = clock
         self._lock = threading.Lock()
         self._token: Token | None = None
@@ -63,14 +65,14 @@ class TokenCache:
         with self._lock:
             # Another thread may have refreshed while this one waited for the lock.
             if self._token is token or self._token is None:
-                self._token = self._new_token()
+                self._token = self._new_token(None)
             return self._token.value
 
     def replace(self, rejected: str) -> str:
         """A token the API refused: fetch a new one unless another thread already did."""
         with self._lock:
             if self._token is None or self._token.value == rejected:
-                self._token = self._new_token()
+                self._token = self._new_token(rejected)
             return self._token.value
 
     def age(self) -> float | None:
@@ -80,9 +82,9 @@ class TokenCache:
             return None
         return self._clock() - token.issued_at
 
-    def _new_token(self) -> Token:
+    def _new_token(self, rejected: str | None) -> Token:
         started = self._clock()
-        value, expires_in = self._fetch()
+        value, expires_in = self._fetch(rejected)
         self.fetches += 1
         return Token.issued(value, expires_in, started)
 
@@ -94,8 +96,9 @@ def _bearer(token: str) -> str:
 class BearerTokenAuth(AuthBase):
     """Sends ``Authorization: Bearer ...``; a 401 refreshes the token and repeats the call once."""
 
-    def __init__(self, tokens: TokenCache) -> None:
+    def __init__(self, tokens: TokenCache, before_repeat: Callable[[], None] | None = None) -> None:
         self.tokens = tokens
+        self.before_repeat = before_repeat  # the repeat is a call like any other: rate-limit it
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = _bearer(self.tokens.get())
@@ -113,6 +116,8 @@ class BearerTokenAuth(AuthBase):
         repeat = response.request.copy()
         repeat.headers["Authorization"] = _bearer(fresh)
         repeat.deregister_hook("response", self._retry_on_401)  # type: ignore[no-untyped-call]
+        if self.before_repeat is not None:
+            self.before_repeat()
         adapter: Any = response.connection  # the HTTPAdapter that sent the first request
         second: requests.Response = adapter.send(repeat, **kwargs)
         second.history.append(response)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -27,6 +28,8 @@ from worker.sellercloud.errors import (
 MAX_KEPT_BODY = 4096
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 TOO_MANY_REQUESTS = "Too many requests."
+#: fetch(rejected_token_or_None) -> (access_token, seconds it stays valid)
+TokenFetch = Callable[[str | None], tuple[str, float]]
 
 
 def _kept(response: requests.Response) -> str:
@@ -75,6 +78,8 @@ class SellercloudClient:
         *,
         timeout: float,
         pool_size: int = 10,
+        before_call: Callable[[], None] | None = None,
+        shared_tokens: Callable[[Callable[[], tuple[str, float]]], TokenFetch] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (min(timeout, 10.0), timeout)  # (connect, read)
@@ -86,14 +91,23 @@ class SellercloudClient:
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 10))
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
-        self.tokens = TokenCache(self._fetch_token)
-        self.auth = BearerTokenAuth(self.tokens)
+        # Called before every request (token calls included): the fleet's rate limiter.
+        self.before_call = before_call
+        # Each process keeps its own copy; with a fleet store, one token is shared by all.
+        fetch: TokenFetch = lambda _rejected: self._fetch_token()  # noqa: E731
+        if shared_tokens is not None:
+            fetch = shared_tokens(self._fetch_token)
+        self.tokens = TokenCache(fetch)
+        self.auth = BearerTokenAuth(self.tokens, before_repeat=before_call)
 
     def __repr__(self) -> str:
         return f"SellercloudClient({self.base_url!r})"
 
     def update_order(self, order_id: int, body: dict[str, Any]) -> None:
         """``PUT {base}/Orders/{id}``; returns on 200, raises a SellercloudError otherwise."""
+        # Token first: a request that waited for a token after taking its rate-limit slot would
+        # go out in a burst with every other request that waited for the same token.
+        self.tokens.get()
         response = self._send(
             "PUT", f"{self.base_url}/Orders/{order_id}", json=body, auth=self.auth
         )
@@ -122,6 +136,8 @@ class SellercloudClient:
             ) from exc
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        if self.before_call is not None:
+            self.before_call()
         try:
             # A redirect would be followed with the body re-sent elsewhere: never wanted here.
             return self.session.request(

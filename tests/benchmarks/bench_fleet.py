@@ -1,0 +1,112 @@
+"""Benchmark: what a fleet of workers saves by coalescing, and how much of the rate limit it uses.
+
+Two worker processes share Redis and RabbitMQ and talk to the simulator over HTTP:
+
+    .venv/bin/python -m tests.benchmarks.bench_fleet
+
+1. A burst of 300 events over 10 orders (the simulator answering in 50 ms): PUTs made.
+2. A backlog of 200 events over 200 orders under a limit of 20 calls/s enforced by the
+   simulator too: calls per second used, and 429s received.
+Needs RabbitMQ and Redis on localhost and nothing else using them.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from tests.integration.conftest import (
+    PASSWORD,
+    RABBITMQ_URL,
+    USERNAME,
+    Pipeline,
+    _reset_topology,
+    make_event,
+    wait_for,
+)
+from worker.simulator import SimulatorServer, SimulatorState
+from worker.simulator.ratelimit import RateLimit
+
+STATE_REDIS_URL = "redis://127.0.0.1:6379/11"
+
+
+def fleet(tmp: Path, **env: str) -> tuple[Pipeline, SimulatorServer]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    _reset_topology(RABBITMQ_URL)
+    redis.Redis.from_url(STATE_REDIS_URL).flushdb()
+    simulator = SimulatorServer(state=SimulatorState(USERNAME, PASSWORD)).start()
+    pipeline = Pipeline(RABBITMQ_URL, simulator, tmp)
+    pipeline.env_overrides.update(ORDER_SYNC_REDIS_URL=STATE_REDIS_URL, **env)
+    return pipeline, simulator
+
+
+def coalescing(tmp: Path) -> dict[str, Any]:
+    pipeline, simulator = fleet(tmp / "burst")
+    simulator.state.latency_ms = 50
+    try:
+        pipeline.start_worker()
+        pipeline.start_worker()
+        orders = [20_000 + i for i in range(10)]
+        events = []
+        for minute in range(30):
+            for order_id in orders:
+                event = make_event(order_id, customer_id=minute)
+                event["occurred_at"] = f"2026-11-26T10:{minute:02d}:00Z"
+                events.append(event)
+        started = time.perf_counter()
+        pipeline.publish(*events)
+        wait_for(
+            lambda: all((simulator.state.order(o) or {}).get("CustomerId") == 29 for o in orders),
+            timeout=120,
+        )
+        seconds = time.perf_counter() - started
+        puts = simulator.state.put_requests
+    finally:
+        pipeline.stop_workers()
+        simulator.stop()
+    return {
+        "events": len(events),
+        "orders": len(orders),
+        "puts": puts,
+        "seconds": round(seconds, 2),
+    }
+
+
+def rate_use(tmp: Path) -> dict[str, Any]:
+    pipeline, simulator = fleet(tmp / "rate", ORDER_SYNC_RATE_LIMIT="20/s")
+    simulator.state.rate_limit = RateLimit.parse("20/s")
+    try:
+        pipeline.start_worker()
+        pipeline.start_worker()
+        orders = [30_000 + i for i in range(200)]
+        pipeline.publish(*(make_event(o) for o in orders))
+        pipeline.wait_applied(*orders, timeout=120)
+        calls = simulator.state.requests()
+    finally:
+        pipeline.stop_workers()
+        simulator.stop()
+    arrivals = sorted(r["at"] for r in calls)
+    used = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    return {
+        "limit_per_second": 20,
+        "calls": len(calls),
+        "used_per_second": round(used, 2),
+        "utilisation": round(used / 20, 3),
+        "http_429": sum(r["status"] == 429 for r in calls),
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        report = {"coalescing": coalescing(tmp), "rate_limit": rate_use(tmp)}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The shared store's operations behave the same on Redis and on the embedded SQLite file;
+the fleet rate limiter and per-field merging on top of them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from schemas.event import load_event
+from worker.ordering import OrderCoordinator
+from worker.ratelimit import FleetRateLimiter, Rate, parse_rate
+from worker.sellercloud.errors import RateLimited
+from worker.state import Store, StoreUnavailable
+from worker.state.redis_store import RedisStore
+from worker.state.sqlite_store import SqliteStore
+
+REDIS_URL = "redis://127.0.0.1:6379/12"
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "redis":
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        opened: Store = RedisStore(REDIS_URL)
+    else:
+        opened = SqliteStore(str(tmp_path / "state.sqlite3"))
+    yield opened
+    opened.close()
+
+
+def test_claim_is_exclusive_until_released_or_expired(store: Store) -> None:
+    assert store.claim("lock", "a", ttl=5)
+    assert not store.claim("lock", "b", ttl=5)
+    assert not store.release("lock", "b")  # not the owner
+    assert store.release("lock", "a")
+    assert store.claim("lock", "b", ttl=0.05)
+    threading.Event().wait(0.1)
+    assert store.claim("lock", "c", ttl=5)  # the holder's claim ran out
+
+
+def test_values_and_hashes(store: Store) -> None:
+    assert store.get("missing") is None
+    store.put("k", "v", ttl=5)
+    assert store.get("k") == "v"
+    store.hash_put("h", {"a": "1", "b": "2"}, ttl=5)
+    store.hash_put("h", {"b": "3"}, ttl=5)
+    assert store.hash_get_all("h") == {"a": "1", "b": "3"}
+    assert store.hash_take_all("h") == {"a": "1", "b": "3"}
+    assert store.hash_take_all("h") == {}
+
+
+def test_concurrent_reservations_each_get_their_own_slot(store: Store) -> None:
+    started = time.time()
+    waits: list[float] = []
+    threads = [
+        threading.Thread(target=lambda: waits.append(store.reserve_slot("slot", 1.0)))
+        for _ in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Twenty slots one second apart: the next free one is twenty seconds on. A lost update
+    # (two callers handed the same slot) would leave it nearer.
+    next_free = float(store.get("slot") or 0) - started
+    assert 19.9 < next_free < 20.5
+    assert sorted(round(w) for w in waits) == list(range(20))
+
+
+def test_redis_outage_is_store_unavailable() -> None:
+    dead = RedisStore("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreUnavailable):
+        dead.get("anything")
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [("10800/h", Rate(10800, 3600)), ("3/s", Rate(3, 1)), ("50/10s", Rate(50, 10)), ("0", None)],
+)
+def test_parse_rate(text: str, rate: Rate | None) -> None:
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["fast", "3", "3/x", "0/s"])
+def test_bad_rates_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="10800/h"):
+        parse_rate(text)
+
+
+def test_sellercloud_budget_is_spaced_with_headroom() -> None:
+    rate = parse_rate("10800/h")
+    assert rate is not None
+    assert rate.interval == pytest.approx(1 / 2.7)
+
+
+def test_limiter_sleeps_for_its_slot_and_refuses_far_slots(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    slept: list[float] = []
+    limiter = FleetRateLimiter(store, Rate(1, 2), sleep=slept.append)  # one call per ~2.2 s
+    limiter.wait()
+    limiter.wait()
+    assert slept and slept[-1] > 2.0
+    limiter.wait()  # the slot after that is 4.4 s away: still slept
+    with pytest.raises(RateLimited):
+        limiter.wait()  # 6.7 s away: the event should rather come back later
+
+
+def test_a_pause_after_429_stops_every_caller(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    limiter = FleetRateLimiter(store, None)
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+    assert limiter.pause_fleet(until, 1.0) == pytest.approx(30, abs=1)
+    other = FleetRateLimiter(store, None)
+    with pytest.raises(RateLimited) as caught:
+        other.wait()
+    assert caught.value.reset_at is not None
+
+
+def _event(event_id: str, minute: int, **changes: object) -> object:
+    return load_event(
+        {
+            "event_id": event_id,
+            "order_id": 1,
+            "occurred_at": f"2026-11-26T10:{minute:02d}:00Z",
+            "changes": changes,
+        }
+    )
+
+
+def test_merge_takes_the_newest_value_per_field_and_skips_stale_ones(tmp_path: Path) -> None:
+    coordinator = OrderCoordinator(SqliteStore(str(tmp_path / "s.sqlite3")), 3600, 60)
+    for event_id, minute, changes in [
+        ("b", 20, {"customer_id": 2}),
+        ("a", 10, {"customer_id": 1, "company_id": 1}),
+        ("c", 30, {"sales_rep_1": 3}),
+    ]:
+        coordinator.enqueue(_event(event_id, minute, **changes), {"body": "{}"})  # type: ignore[arg-type]
+    events = coordinator.take(1)
+    assert [e.event_id for e in events] == ["a", "b", "c"]
+    merge = coordinator.merge(1, events)
+    assert merge.changes == {"customer_id": 2, "company_id": 1, "sales_rep_1": 3}
+    coordinator.applied(1, merge)
+    assert coordinator.outcome("a") == "applied"
+
+    coordinator.enqueue(_event("d", 15, customer_id=9, company_id=9), {"body": "{}"})  # type: ignore[arg-type]
+    late = coordinator.merge(1, coordinator.take(1))
+    assert late.changes == {"company_id": 9}  # 10:15 beats 10:10 but not 10:20
+    assert late.stale == [("d", "customer_id")]

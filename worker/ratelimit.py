@@ -1,0 +1,92 @@
+"""One rate limit for the whole fleet, and the pause every worker keeps after a 429.
+
+Sellercloud allows 10,800 calls an hour per IP address, token calls included. Every call of
+every process reserves the next send slot in the shared store (slots evenly spaced, so no window
+of any length sees a burst); spacing runs at 90% of the limit, which keeps the API from ever
+answering 429 while using nearly all of the budget.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from worker.sellercloud.errors import RateLimited
+from worker.state import Store
+
+SLOT_KEY = "order-sync:rate-slot"
+PAUSE_KEY = "order-sync:rate-pause"
+HEADROOM = 0.9
+# Longer waits are not slept through in a worker thread: the event is retried at the reset.
+LONGEST_SLEEP = 5.0
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class Rate:
+    calls: int
+    per_seconds: float
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two calls, with headroom."""
+        return self.per_seconds / (self.calls * HEADROOM)
+
+
+def parse_rate(text: str) -> Rate | None:
+    """``10800/h``, ``3/s``, ``50/10s``; ``0`` or ``off`` turns the limit off (None)."""
+    value = text.strip().lower()
+    if value in ("0", "off", "none"):
+        return None
+    match = re.fullmatch(r"(\d+)\s*/\s*(\d*)\s*([smh])", value)
+    if not match or int(match[1]) == 0:
+        raise ValueError(f"{text!r} is not a rate such as 10800/h or 3/s (0 turns it off)")
+    return Rate(int(match[1]), float(match[2] or 1) * _UNITS[match[3]])
+
+
+class FleetRateLimiter:
+    """Call ``wait()`` before every API call."""
+
+    def __init__(
+        self,
+        store: Store,
+        rate: Rate | None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.rate = rate
+        self.sleep = sleep
+        self.waited = 0.0
+
+    def wait(self) -> None:
+        paused_until = self.store.get(PAUSE_KEY)
+        if paused_until is not None:
+            remaining = float(paused_until) - time.time()
+            if remaining > 0:
+                raise RateLimited(
+                    "the API asked every worker to wait (HTTP 429)",
+                    reset_at=dt.datetime.fromtimestamp(float(paused_until), dt.UTC),
+                )
+        if self.rate is None:
+            return
+        # Look before reserving: a slot reserved and then not used is budget thrown away.
+        next_slot = self.store.get(SLOT_KEY)
+        if next_slot is not None and float(next_slot) - time.time() > LONGEST_SLEEP:
+            raise RateLimited(
+                f"rate limit {self.rate.calls}/{self.rate.per_seconds:g}s reached by the fleet",
+                reset_at=dt.datetime.fromtimestamp(float(next_slot), dt.UTC),
+            )
+        delay = self.store.reserve_slot(SLOT_KEY, self.rate.interval)
+        if delay > 0:
+            self.waited += delay
+            self.sleep(delay)
+
+    def pause_fleet(self, until: dt.datetime | None, fallback_seconds: float) -> float:
+        """After a 429: every worker waits until ``until``; returns the seconds to wait."""
+        seconds = (until - dt.datetime.now(dt.UTC)).total_seconds() if until else 0.0
+        seconds = max(seconds, fallback_seconds)
+        self.store.put(PAUSE_KEY, str(time.time() + seconds), ttl=seconds + 1)
+        return seconds
