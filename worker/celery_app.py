@@ -45,7 +45,7 @@ class OrderSyncCelery(Celery):
         return self.subclass_with_self(StructuredWorker)
 
 
-app = OrderSyncCelery("order_sync", include=["worker.tasks"])
+app = OrderSyncCelery("order_sync", include=["worker.tasks", "worker.outbox.tasks"])
 app.conf.update(
     broker_url=BROKER.url,
     broker_transport_options=transport_options(BROKER),

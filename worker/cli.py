@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from worker.cli_dlq import dlq_group
+from worker.cli_outbox import beat, outbox_group
 from worker.demo import demo_command
 from worker.settings import ConfigError, api_settings, broker_settings, log_settings
 from worker.simulator.command import simulator_command
@@ -113,6 +114,8 @@ def schema() -> None:
 
 
 main.add_command(dlq_group)
+main.add_command(outbox_group)
+main.add_command(beat)
 main.add_command(simulator_command)
 main.add_command(demo_command)
 

@@ -207,3 +207,33 @@ def api_settings(environ: Mapping[str, str] = os.environ) -> ApiSettings:
     if reader.problems:
         raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
     return settings
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    url: str = field(repr=False)  # a database URL may carry a password
+    interval: float  # seconds between passes of the beat schedule
+    batch: int  # rows per pass
+    retention_days: float  # published rows are kept this long, then deleted
+
+
+def outbox_settings(environ: Mapping[str, str] = os.environ) -> OutboxSettings:
+    """The transactional outbox; with no ``ORDER_SYNC_OUTBOX_URL``, SQLite in the data dir."""
+    reader = _Reader(environ)
+    interval = reader.number("ORDER_SYNC_OUTBOX_INTERVAL", 2.0, float, 0.1)
+    batch = reader.number("ORDER_SYNC_OUTBOX_BATCH", 500, int, 1)
+    retention = reader.number("ORDER_SYNC_OUTBOX_RETENTION", 7.0, float, 0)
+    url = environ.get("ORDER_SYNC_OUTBOX_URL", "").strip()
+    if url and "://" not in url:
+        reader.problems.append(
+            "ORDER_SYNC_OUTBOX_URL must be a SQLAlchemy URL such as "
+            "postgresql+psycopg://user@host:5432/db"
+        )
+    if reader.problems:
+        raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
+    return OutboxSettings(
+        url=url or f"sqlite:///{data_dir(environ) / 'outbox.sqlite3'}",
+        interval=interval,
+        batch=batch,
+        retention_days=retention,
+    )

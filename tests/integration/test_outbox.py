@@ -1,0 +1,397 @@
+"""The transactional outbox against real PostgreSQL, RabbitMQ, workers and the simulator.
+
+Rows are written the way an upstream writes them (committed in its own transaction) and
+published by ``order-sync outbox run-once`` or beat, run as separate processes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from kombu import Connection, Consumer, Queue
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.engine import make_url
+
+from tests.integration.conftest import Pipeline, wait_for
+from worker.broker import connect
+from worker.outbox import db
+from worker.outbox.table import outbox
+from worker.settings import OutboxSettings, outbox_settings
+from worker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, EVENTS_QUEUE
+
+pytestmark = pytest.mark.integration
+
+OUTBOX_URL = os.environ.get(
+    "TEST_OUTBOX_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/order_sync_test"
+)
+NOW = dt.datetime.now(dt.UTC)
+
+
+@pytest.fixture(scope="session")
+def outbox_database() -> str:
+    """The test database, created once if it does not exist."""
+    url = make_url(OUTBOX_URL)
+    try:
+        admin = psycopg.connect(
+            host=url.host, port=url.port, user=url.username, dbname="postgres", autocommit=True
+        )
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable ({exc}); .ci/run starts it")
+    with admin:
+        exists = admin.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (url.database,)
+        ).fetchone()
+        if not exists:
+            admin.execute(f'CREATE DATABASE "{url.database}"')
+    return OUTBOX_URL
+
+
+@pytest.fixture
+def engine(outbox_database: str) -> Iterator[Engine]:
+    """A fresh outbox table, dropped and created again through the migrations."""
+    engine = db.outbox_engine(
+        OutboxSettings(url=outbox_database, interval=2, batch=500, retention_days=7)
+    )
+    db.downgrade(engine)
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pipeline(rabbit_pipeline: Pipeline, outbox_database: str) -> Pipeline:
+    rabbit_pipeline.env_overrides["ORDER_SYNC_OUTBOX_URL"] = outbox_database
+    return rabbit_pipeline
+
+
+def row(order_id: int, event_id: str | None = None, **changes: Any) -> dict[str, Any]:
+    return {
+        "event_id": event_id or f"outbox-{order_id}",
+        "order_id": order_id,
+        "occurred_at": NOW,
+        "changes": changes or {"customer_id": order_id % 1000},
+    }
+
+
+def write(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    """Commit rows in one transaction, as an upstream does alongside its own data."""
+    with engine.begin() as connection:
+        connection.execute(insert(outbox), rows)
+
+
+def outbox_cli(pipeline: Pipeline, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", "outbox", *args],
+        env={**pipeline.env, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def run_once(pipeline: Pipeline, **env: str) -> dict[str, int]:
+    result = outbox_cli(pipeline, "run-once", "--json", **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def rows_by_event_id(engine: Engine) -> dict[str, Any]:
+    with engine.connect() as connection:
+        return {r.event_id: r for r in connection.execute(select(outbox)).all()}
+
+
+def queued(pipeline: Pipeline) -> int:
+    with connect(pipeline.broker) as connection:
+        return int(EVENTS_QUEUE(connection.channel()).queue_declare().message_count)
+
+
+def take_events(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """Consume every event waiting in ``order-sync.events`` (no worker runs meanwhile)."""
+    bodies: list[dict[str, Any]] = []
+    with connect(pipeline.broker) as connection:
+        channel = connection.channel()
+        depth = EVENTS_QUEUE(channel).queue_declare().message_count
+        consumer = Consumer(
+            channel,
+            [EVENTS_QUEUE],
+            no_ack=True,
+            on_message=lambda message: bodies.append(json.loads(message.body)),
+        )
+        with consumer:
+            while len(bodies) < depth:
+                connection.drain_events(timeout=10)
+    return bodies
+
+
+def test_committed_rows_reach_sellercloud_through_a_worker(
+    pipeline: Pipeline, engine: Engine
+) -> None:
+    pipeline.start_worker()
+    write(engine, [row(7001), row(7002, shipping_address=None, customer_id=42)])
+
+    assert run_once(pipeline) == {"published": 2, "dead_lettered": 0, "failed": 0}
+    pipeline.wait_applied(7001, 7002)
+    assert pipeline.state.order(7002) == {"CustomerId": 42}
+    rows = rows_by_event_id(engine)
+    assert all(r.published_at is not None and r.last_error is None for r in rows.values())
+    assert run_once(pipeline)["published"] == 0  # nothing is published twice
+
+
+def test_a_rolled_back_transaction_publishes_nothing(pipeline: Pipeline, engine: Engine) -> None:
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        connection.execute(insert(outbox), [row(7101), row(7102)])
+        transaction.rollback()
+    write(engine, [row(7103)])
+
+    assert run_once(pipeline)["published"] == 1
+    assert [e["event_id"] for e in take_events(pipeline)] == ["outbox-7103"]
+
+
+def test_two_pollers_at_once_publish_every_row_exactly_once(
+    pipeline: Pipeline, engine: Engine
+) -> None:
+    write(engine, [row(10_000 + i) for i in range(2000)])
+    env = {**pipeline.env, "ORDER_SYNC_OUTBOX_BATCH": "1000"}
+    argv = [sys.executable, "-m", "worker.cli", "outbox", "run-once", "--json"]
+    pollers = [
+        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [poller.communicate(timeout=60) for poller in pollers]
+    assert [poller.returncode for poller in pollers] == [0, 0], outputs
+
+    published = [json.loads(out)["published"] for out, _ in outputs]
+    assert sum(published) == 2000
+    event_ids = [e["event_id"] for e in take_events(pipeline)]
+    assert len(event_ids) == 2000
+    assert set(event_ids) == {f"outbox-{10_000 + i}" for i in range(2000)}
+    assert all(r.published_at is not None for r in rows_by_event_id(engine).values())
+
+
+def test_a_poller_killed_between_publish_and_mark_loses_nothing(
+    pipeline: Pipeline, engine: Engine
+) -> None:
+    count = 20_000
+    write(engine, [row(100_000 + i) for i in range(count)])
+    env = {**pipeline.env, "ORDER_SYNC_OUTBOX_BATCH": str(count)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "outbox", "run-once"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: queued(pipeline) >= 500, what="the poller to publish some events")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    # It died mid-batch: events are in the queue, yet no row of the batch is marked.
+    assert 0 < queued(pipeline) < count
+    assert all(r.published_at is None for r in rows_by_event_id(engine).values())
+
+    assert run_once(pipeline, ORDER_SYNC_OUTBOX_BATCH=str(count))["published"] == count
+    assert all(r.published_at is not None for r in rows_by_event_id(engine).values())
+    event_ids = [e["event_id"] for e in take_events(pipeline)]
+    assert set(event_ids) == {f"outbox-{100_000 + i}" for i in range(count)}
+    assert len(event_ids) > count  # the ones published before the kill came twice
+
+
+def test_a_bad_row_is_dead_lettered_once_and_does_not_block_the_rest(
+    pipeline: Pipeline, engine: Engine
+) -> None:
+    pipeline.start_worker()
+    write(engine, [row(7201), row(7202, customer_id="seven"), row(7203)])
+
+    assert run_once(pipeline) == {"published": 2, "dead_lettered": 1, "failed": 0}
+    pipeline.wait_applied(7201, 7203)
+    [entry] = pipeline.wait_dead_letters(1)
+    assert entry["reason"] == "invalid_event"
+    assert entry["event_id"] == "outbox-7202" and entry["order_id"] == 7202
+    assert entry["field_errors"] == [
+        {"field": "changes.customer_id", "message": "Not a valid integer."}
+    ]
+    assert entry["error"] == "changes.customer_id: Not a valid integer."
+    assert entry["event"]["changes"] == {"customer_id": "seven"}
+    bad = rows_by_event_id(engine)["outbox-7202"]
+    assert entry["outbox_row_id"] == bad.id
+    assert bad.published_at is not None and bad.attempts == 1
+    assert bad.last_error == "changes.customer_id: Not a valid integer."
+    assert run_once(pipeline) == {"published": 0, "dead_lettered": 0, "failed": 0}
+
+
+def test_a_broker_refusal_mid_batch_keeps_what_was_confirmed(
+    pipeline: Pipeline, engine: Engine
+) -> None:
+    # A queue that refuses what it cannot hold makes RabbitMQ nack the sixth event onwards.
+    limit = Queue(
+        "outbox-test.full-after-5",
+        exchange=EVENTS_EXCHANGE,
+        routing_key=EVENT_ROUTING_KEY,
+        queue_arguments={"x-max-length": 5, "x-overflow": "reject-publish"},
+    )
+    with Connection(pipeline.broker.url) as connection:
+        limit(connection.channel()).declare()
+    try:
+        write(engine, [row(7300 + i) for i in range(12)])
+        failed = outbox_cli(pipeline, "run-once", "--json")
+        assert failed.returncode == 1
+        assert json.loads(failed.stdout) == {"published": 5, "dead_lettered": 0, "failed": 7}
+        assert "nack" in failed.stderr
+        rows = sorted(rows_by_event_id(engine).values(), key=lambda r: r.id)
+        assert [r.published_at is not None for r in rows] == [True] * 5 + [False] * 7
+        assert [r.attempts for r in rows] == [0] * 5 + [1] * 7
+        assert all("nack" in r.last_error for r in rows[5:])
+    finally:
+        with Connection(pipeline.broker.url) as connection:
+            limit(connection.channel()).delete()
+
+    assert run_once(pipeline)["published"] == 7
+    assert all(r.published_at is not None for r in rows_by_event_id(engine).values())
+
+
+def test_an_unreachable_broker_fails_the_pass_and_keeps_the_rows(
+    pipeline: Pipeline, engine: Engine
+) -> None:
+    write(engine, [row(7401), row(7402)])
+    result = outbox_cli(
+        pipeline, "run-once", "--json", CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:1//"
+    )
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == {"published": 0, "dead_lettered": 0, "failed": 2}
+    assert all(
+        r.published_at is None and r.attempts == 1 and r.last_error
+        for r in rows_by_event_id(engine).values()
+    )
+    status = json.loads(outbox_cli(pipeline, "status", "--json").stdout)
+    assert status["pending"] == 2 and status["pending_with_errors"] == 2
+
+    assert run_once(pipeline)["published"] == 2
+
+
+def test_status_reports_backlog_errors_and_the_last_pass(
+    pipeline: Pipeline, engine: Engine
+) -> None:
+    empty = json.loads(outbox_cli(pipeline, "status", "--json").stdout)
+    assert empty["pending"] == 0 and empty["oldest_pending_age_seconds"] is None
+    assert empty["last_pass_at"] is None
+
+    write(engine, [row(7501), row(7502, customer_id="seven")])
+    run_once(pipeline)
+    an_hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    write(engine, [{**row(7503), "created_at": an_hour_ago}])
+    write(engine, [row(7504)])
+
+    result = outbox_cli(pipeline, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["pending"] == 2
+    assert 3600 <= status["oldest_pending_age_seconds"] < 3700
+    assert status["errors"] == 1 and status["pending_with_errors"] == 0
+    assert status["published_kept"] == 2 and status["awaiting_cleanup"] == 0
+    last_pass = dt.datetime.fromisoformat(status["last_pass_at"])
+    assert abs((dt.datetime.now(dt.UTC) - last_pass).total_seconds()) < 60
+    human = outbox_cli(pipeline, "status")
+    assert "pending" in human.stdout and "oldest pending age seconds" in human.stdout
+
+
+def test_retention_deletes_only_published_rows_past_it(pipeline: Pipeline, engine: Engine) -> None:
+    write(engine, [row(7601), row(7602), row(7603), row(7604)])
+    ages = {"outbox-7601": 10, "outbox-7602": 8, "outbox-7603": 1}
+    with engine.begin() as connection:
+        for event_id, days in ages.items():
+            connection.execute(
+                update(outbox)
+                .where(outbox.c.event_id == event_id)
+                .values(published_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=days))
+            )
+        # Pending for a long time is not "published long ago": it must stay.
+        connection.execute(
+            update(outbox)
+            .where(outbox.c.event_id == "outbox-7604")
+            .values(created_at=NOW - dt.timedelta(days=30))
+        )
+    assert json.loads(outbox_cli(pipeline, "status", "--json").stdout)["awaiting_cleanup"] == 2
+
+    assert run_once(pipeline)["published"] == 1
+    assert set(rows_by_event_id(engine)) == {"outbox-7603", "outbox-7604"}
+
+    run_once(pipeline, ORDER_SYNC_OUTBOX_RETENTION="0")
+    assert rows_by_event_id(engine) == {}
+
+
+def test_the_embedded_sqlite_default_works(embedded_pipeline: Pipeline) -> None:
+    assert "ORDER_SYNC_OUTBOX_URL" not in embedded_pipeline.env
+    init = outbox_cli(embedded_pipeline, "init")
+    assert init.returncode == 0, init.stderr
+    settings = outbox_settings(embedded_pipeline.env)
+    assert settings.url == f"sqlite:///{embedded_pipeline.tmp_path / 'data' / 'outbox.sqlite3'}"
+    sqlite = db.outbox_engine(settings)
+    try:
+        write(sqlite, [row(7701), row(7702, customer_id="seven"), row(7703)])
+        embedded_pipeline.start_worker()
+        assert run_once(embedded_pipeline) == {"published": 2, "dead_lettered": 1, "failed": 0}
+        embedded_pipeline.wait_applied(7701, 7703)
+        [entry] = embedded_pipeline.wait_dead_letters(1)
+        assert entry["reason"] == "invalid_event" and entry["event_id"] == "outbox-7702"
+        assert all(r.published_at is not None for r in rows_by_event_id(sqlite).values())
+    finally:
+        sqlite.dispose()
+
+
+def test_two_pollers_on_sqlite_take_turns(embedded_pipeline: Pipeline) -> None:
+    pipeline = embedded_pipeline
+    assert outbox_cli(pipeline, "init").returncode == 0
+    sqlite = db.outbox_engine(outbox_settings(pipeline.env))
+    try:
+        write(sqlite, [row(20_000 + i) for i in range(600)])
+        env = {**pipeline.env, "ORDER_SYNC_OUTBOX_BATCH": "300"}
+        argv = [sys.executable, "-m", "worker.cli", "outbox", "run-once", "--json"]
+        pollers = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE) for _ in range(2)]
+        outputs = [poller.communicate(timeout=60)[0] for poller in pollers]
+        assert [json.loads(out)["published"] for out in outputs] == [300, 300]
+        assert all(r.published_at is not None for r in rows_by_event_id(sqlite).values())
+    finally:
+        sqlite.dispose()
+
+
+def test_beat_schedules_the_poll_at_the_configured_interval(pipeline: Pipeline) -> None:
+    probe = (
+        "import json; from worker.celery_app import app; import worker.outbox.tasks; "
+        "print(json.dumps(app.conf.beat_schedule['order_sync.outbox_poll']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**pipeline.env, "ORDER_SYNC_OUTBOX_INTERVAL": "7.5"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "task": "order_sync.outbox_poll",
+        "schedule": 7.5,
+        "options": {"expires": 7.5},
+    }
+
+
+def test_beat_and_a_worker_drain_the_outbox_by_themselves(
+    pipeline: Pipeline, engine: Engine
+) -> None:
+    pipeline.env_overrides["ORDER_SYNC_OUTBOX_INTERVAL"] = "0.5"
+    pipeline.start_worker()
+    pipeline.start_worker(command=[sys.executable, "-m", "worker.cli", "beat"], wait=False)
+    write(engine, [row(7801), row(7802)])
+    pipeline.wait_applied(7801, 7802)
+    write(engine, [row(7803)])
+    pipeline.wait_applied(7803)
+    assert all(r.published_at is not None for r in rows_by_event_id(engine).values())

@@ -1,0 +1,1 @@
+"""Alembic migrations of the outbox table (run by ``order-sync outbox init``)."""
