@@ -109,6 +109,10 @@ class OrderCoordinator:
     def lock(self, order_id: int, owner: str) -> bool:
         return self.store.claim(_key("lock", order_id), owner, self.lock_ttl)
 
+    def keep(self, order_id: int, owner: str) -> bool:
+        """Renew our lock before each round of work; False if it expired and is lost."""
+        return self.store.extend(_key("lock", order_id), owner, self.lock_ttl)
+
     def unlock(self, order_id: int, owner: str) -> None:
         self.store.release(_key("lock", order_id), owner)
 

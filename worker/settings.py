@@ -185,7 +185,7 @@ def fleet_settings(environ: Mapping[str, str] = os.environ) -> FleetSettings:
         store_path=data_dir(environ) / "state.sqlite3",
         rate_limit=rate,
         dedup_window=reader.number("ORDER_SYNC_DEDUP_WINDOW", 7 * 86400.0, float, 1),
-        order_lock_ttl=reader.number("ORDER_SYNC_ORDER_LOCK_TTL", 120.0, float, 1),
+        order_lock_ttl=reader.number("ORDER_SYNC_ORDER_LOCK_TTL", 75.0, float, 1),
     )
     if reader.problems:
         raise ConfigError("invalid configuration: " + "; ".join(reader.problems))

@@ -57,22 +57,29 @@ def sync_event(
         # Another task is writing this order and will take our event with its next PUT.
         raise RetryLater(backoff(0) / 4 + 0.2, counted=False, reason="order_busy")
     try:
-        _flush(rt, event.order_id, failures, backoff, dead_letter)
+        _flush(rt, event.order_id, owner, failures, backoff, dead_letter)
     finally:
         coordinator.unlock(event.order_id, owner)
-    return coordinator.outcome(event.event_id, len(envelope.get("history") or [])) or "applied"
+    outcome = coordinator.outcome(event.event_id, len(envelope.get("history") or []))
+    if outcome is None:
+        # The lock ran out under us and another writer has the event now: check back later.
+        raise RetryLater(backoff(0) / 4 + 0.2, counted=False, reason="order_busy")
+    return outcome
 
 
 def _flush(
     rt: Runtime,
     order_id: int,
+    owner: str,
     failures: int,
     backoff: Callable[[int], float],
     dead_letter: DeadLetter,
 ) -> None:
     """Send pending events of the order, merged, until none are left."""
     coordinator = rt.coordinator
-    while events := coordinator.take(order_id):
+    # The lock lives only as long as its holder keeps renewing it: a crashed holder's order is
+    # free again within one lock lifetime, and a live one never loses it mid-PUT.
+    while coordinator.keep(order_id, owner) and (events := coordinator.take(order_id)):
         merge = coordinator.merge(order_id, events)
         if merge.stale:
             log.info(

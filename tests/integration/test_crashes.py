@@ -17,8 +17,10 @@ def test_a_worker_killed_mid_task_loses_nothing(
     broker: str, request: pytest.FixtureRequest
 ) -> None:
     pipeline: Pipeline = request.getfixturevalue(broker)
-    # Redis hands out a dead worker's messages after the visibility timeout: keep it short here.
+    # Redis hands out a dead worker's messages after the visibility timeout, and the dead
+    # worker's order locks run out after their lifetime: keep both short here.
     pipeline.env_overrides["ORDER_SYNC_REDIS_VISIBILITY_TIMEOUT"] = "2"
+    pipeline.env_overrides["ORDER_SYNC_ORDER_LOCK_TTL"] = "3"
     pipeline.state.latency_ms = 300
     orders = [7000 + i for i in range(16)]
     pipeline.publish(*(make_event(order_id) for order_id in orders))

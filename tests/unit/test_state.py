@@ -44,6 +44,16 @@ def test_claim_is_exclusive_until_released_or_expired(store: Store) -> None:
     assert store.claim("lock", "c", ttl=5)  # the holder's claim ran out
 
 
+def test_only_the_owner_extends_a_lock(store: Store) -> None:
+    assert store.claim("lock", "a", ttl=0.2)
+    assert store.extend("lock", "a", ttl=5)
+    assert not store.extend("lock", "b", ttl=5)
+    threading.Event().wait(0.3)
+    assert not store.claim("lock", "b", ttl=5)  # extended past its first lifetime
+    assert store.release("lock", "a")
+    assert not store.extend("lock", "a", ttl=5)  # gone: nothing to extend
+
+
 def test_values_and_hashes(store: Store) -> None:
     assert store.get("missing") is None
     store.put("k", "v", ttl=5)

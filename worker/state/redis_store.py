@@ -19,6 +19,10 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 _TAKE_ALL = """
 local all = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
@@ -44,6 +48,7 @@ class RedisStore:
             url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True
         )
         self._release = self._redis.register_script(_RELEASE)
+        self._extend = self._redis.register_script(_EXTEND)
         self._take_all = self._redis.register_script(_TAKE_ALL)
         self._reserve = self._redis.register_script(_RESERVE)
 
@@ -58,6 +63,9 @@ class RedisStore:
 
     def release(self, key: str, value: str) -> bool:
         return bool(self._call(lambda: self._release(keys=[key], args=[value])))
+
+    def extend(self, key: str, value: str, ttl: float) -> bool:
+        return bool(self._call(lambda: self._extend(keys=[key], args=[value, _ms(ttl)])))
 
     def get(self, key: str) -> str | None:
         value: Any = self._call(lambda: self._redis.get(key))

@@ -99,6 +99,16 @@ class SqliteStore:
 
         return self._run(release)
 
+    def extend(self, key: str, value: str, ttl: float) -> bool:
+        def extend(db: sqlite3.Connection, now: float) -> bool:
+            updated = db.execute(
+                "UPDATE kv SET expires = ? WHERE key = ? AND value = ? AND expires >= ?",
+                (now + ttl, key, value, now),
+            )
+            return updated.rowcount > 0
+
+        return self._run(extend)
+
     def get(self, key: str) -> str | None:
         return self._run(lambda db, now: self._live(db, key, now))
 

@@ -22,6 +22,9 @@ class Store(Protocol):
     def release(self, key: str, value: str) -> bool:
         """Delete ``key`` if it still holds ``value`` (a lock we own); True if deleted."""
 
+    def extend(self, key: str, value: str, ttl: float) -> bool:
+        """Give a lock we still own ``ttl`` more seconds; False if it is no longer ours."""
+
     def get(self, key: str) -> str | None: ...
 
     def put(self, key: str, value: str, ttl: float | None = None) -> None: ...
