@@ -13,11 +13,18 @@ from celery import Celery, signals
 from celery.apps import worker as celery_worker_program
 from celery.apps.worker import Worker as CeleryWorker
 
-from worker import runtime
+from worker import metrics, runtime
 from worker.broker import redacted, transport_options, warn_if_embedded
 from worker.consumer import EventConsumerStep
 from worker.logs import configure_logging, wants_json
-from worker.settings import ConfigError, api_settings, broker_settings, log_settings
+from worker.settings import (
+    ConfigError,
+    api_settings,
+    broker_settings,
+    fleet_settings,
+    log_settings,
+    metrics_port,
+)
 from worker.topology import TASKS_QUEUE
 
 log = structlog.get_logger(__name__)
@@ -100,9 +107,13 @@ def _check_settings(sender: Any = None, **_: Any) -> None:
     """Stop at start, with one clear message, when the Sellercloud settings are wrong."""
     try:
         settings = api_settings()
+        fleet = fleet_settings()
+        port = metrics_port()
     except ConfigError as exc:
         log.critical("worker cannot start", error=str(exc))
         sys.exit(2)
+    if port is not None:
+        metrics.serve(port)
     if sender is not None:
         runtime.pool_size = int(getattr(sender, "concurrency", 10) or 10)
     warn_if_embedded(BROKER)
@@ -121,6 +132,9 @@ def _check_settings(sender: Any = None, **_: Any) -> None:
         broker=redacted(BROKER.url),
         sellercloud=settings.base_url,
         max_retries=settings.max_retries,
+        shared_store="redis" if fleet.redis_url else f"sqlite {fleet.store_path}",
+        rate_limit=str(fleet.rate_limit) if fleet.rate_limit else "off",
+        metrics_port=port,
     )
 
 

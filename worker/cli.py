@@ -12,9 +12,17 @@ from typing import Any
 import click
 
 from worker.cli_dlq import dlq_group
+from worker.cli_ops import health_command, status_command
 from worker.cli_outbox import beat, outbox_group
 from worker.demo import demo_command
-from worker.settings import ConfigError, api_settings, broker_settings, log_settings
+from worker.settings import (
+    ConfigError,
+    api_settings,
+    broker_settings,
+    fleet_settings,
+    log_settings,
+    metrics_port,
+)
 from worker.simulator.command import simulator_command
 
 EXIT_FAILED = 1
@@ -48,6 +56,8 @@ def worker(celery_args: tuple[str, ...]) -> None:
         try:
             broker_settings()
             api_settings()
+            fleet_settings()
+            metrics_port()
         except ConfigError as exc:
             click.echo(f"order-sync worker: {exc}", err=True)
             sys.exit(EXIT_USAGE)
@@ -114,6 +124,8 @@ def schema() -> None:
 
 
 main.add_command(dlq_group)
+main.add_command(health_command)
+main.add_command(status_command)
 main.add_command(outbox_group)
 main.add_command(beat)
 main.add_command(simulator_command)

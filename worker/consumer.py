@@ -14,7 +14,7 @@ import structlog
 from celery import bootsteps
 from kombu import Consumer, Message
 
-from worker import pipeline, runtime
+from worker import metrics, pipeline, runtime
 from worker.deadletter import replay_history
 from worker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
 
@@ -50,6 +50,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             correlation_id=props.get("correlation_id"),
             history=replay_history(message.headers),
         )
+        metrics.EVENTS_RECEIVED.inc()
         self.announce(envelope)
         try:
             apply_order_event.apply_async(args=(envelope,), queue=TASKS_QUEUE.name)
@@ -69,7 +70,13 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         """
         try:
             event = pipeline.prepare(envelope, pipeline.Progress())
-            runtime.current().coordinator.enqueue(event, envelope)
+            coordinator = runtime.current().coordinator
+            replays = len(envelope.get("history") or [])
+            if coordinator.outcome(event.event_id, replays) is not None:
+                # Already handled before it arrived: a redelivery or a publisher's retry.
+                metrics.EVENTS_SKIPPED.labels(why="duplicate").inc()
+                return
+            coordinator.enqueue(event, envelope)
         except Exception as exc:  # never let this stop the forwarding
             log.debug("event not announced to its order", error=str(exc))
         finally:

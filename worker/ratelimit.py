@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from worker.metrics import RATE_LIMIT_WAIT
 from worker.sellercloud.errors import RateLimited
 from worker.state import Store
 
@@ -29,6 +30,9 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 class Rate:
     calls: int
     per_seconds: float
+
+    def __str__(self) -> str:
+        return f"{self.calls}/{self.per_seconds:g}s"
 
     @property
     def interval(self) -> float:
@@ -59,7 +63,6 @@ class FleetRateLimiter:
         self.store = store
         self.rate = rate
         self.sleep = sleep
-        self.waited = 0.0
 
     def wait(self) -> None:
         paused_until = self.store.get(PAUSE_KEY)
@@ -81,7 +84,7 @@ class FleetRateLimiter:
             )
         delay = self.store.reserve_slot(SLOT_KEY, self.rate.interval)
         if delay > 0:
-            self.waited += delay
+            RATE_LIMIT_WAIT.inc(delay)
             self.sleep(delay)
 
     def pause_fleet(self, until: dt.datetime | None, fallback_seconds: float) -> float:

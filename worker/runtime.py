@@ -10,6 +10,7 @@ import os
 import threading
 from dataclasses import dataclass
 
+from worker import metrics
 from worker.ordering import OrderCoordinator
 from worker.ratelimit import FleetRateLimiter
 from worker.sellercloud.client import SellercloudClient
@@ -45,6 +46,7 @@ def _build() -> Runtime:
         timeout=settings.http_timeout,
         pool_size=pool_size,
         before_call=limiter.wait,
+        observe=metrics.observe_api_call,
         shared_tokens=lambda login: SharedTokens(store, login).fetch,
     )
     coordinator = OrderCoordinator(store, fleet.dedup_window, fleet.order_lock_ttl)

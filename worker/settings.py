@@ -192,6 +192,18 @@ def fleet_settings(environ: Mapping[str, str] = os.environ) -> FleetSettings:
     return settings
 
 
+def metrics_port(environ: Mapping[str, str] = os.environ) -> int | None:
+    """``ORDER_SYNC_METRICS_PORT``: where a worker serves Prometheus metrics; None: nowhere."""
+    raw = environ.get("ORDER_SYNC_METRICS_PORT", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(
+            f"invalid configuration: ORDER_SYNC_METRICS_PORT must be a port (got {raw!r})"
+        )
+    return int(raw)
+
+
 def api_settings(environ: Mapping[str, str] = os.environ) -> ApiSettings:
     """The worker's Sellercloud settings; raises ConfigError naming every problem at once."""
     reader = _Reader(environ)

@@ -18,7 +18,7 @@ import structlog
 
 from schemas.event import OrderChange
 from schemas.sellercloud import update_order_body
-from worker import pipeline
+from worker import metrics, pipeline
 from worker.ordering import DEAD_LETTERED, Merge, PendingEvent
 from worker.runtime import Runtime
 from worker.sellercloud.errors import RateLimited, SellercloudError, TransientError
@@ -82,12 +82,14 @@ def _flush(
     while coordinator.keep(order_id, owner) and (events := coordinator.take(order_id)):
         merge = coordinator.merge(order_id, events)
         if merge.stale:
+            metrics.STALE_FIELDS.inc(len(merge.stale))
             log.info(
                 "stale fields skipped",
                 skipped=[{"event_id": e, "field": f} for e, f in merge.stale],
                 count=len(merge.stale),
             )
         if not merge.changes:
+            metrics.EVENTS_SKIPPED.labels(why="stale").inc(len(merge.events))
             coordinator.finish(merge.events, "stale")
             continue
         body = update_order_body(merge.changes)
@@ -97,6 +99,7 @@ def _flush(
             coordinator.put_back(order_id, events)
             wait = backoff(failures)
             if error.status_code is not None:  # the API itself said 429: the whole fleet waits
+                metrics.RATE_LIMIT_PAUSES.inc()
                 wait = rt.limiter.pause_fleet(error.reset_at, wait)
             elif error.reset_at is not None:
                 wait = max(wait, error.reset_at.timestamp() - time.time())
@@ -115,6 +118,7 @@ def _flush(
             coordinator.finish(merge.events, DEAD_LETTERED)
             continue
         coordinator.applied(order_id, merge)
+        metrics.EVENTS_APPLIED.inc(len(merge.events))
         log.info(
             "event applied",
             event_ids=merge.event_ids,

@@ -10,7 +10,7 @@ import structlog
 from celery import Task
 from celery.exceptions import Reject, Retry
 
-from worker import deadletter, pipeline, runtime
+from worker import deadletter, metrics, pipeline, runtime
 from worker.celery_app import app
 from worker.state import StoreUnavailable
 from worker.sync import RetryLater, sync_event
@@ -40,6 +40,7 @@ class OrderSyncTask(Task[..., str]):
     def come_back(self, envelope: dict[str, Any], failures: int, later: RetryLater) -> Retry:
         """Requeue with a countdown; the message waits in the broker, not in a pool slot."""
         failures += int(later.counted)
+        metrics.RETRIES.labels(reason=later.reason).inc()
         if later.counted or later.reason != "order_busy":
             log.warning(
                 "event retry scheduled",
@@ -72,6 +73,7 @@ class OrderSyncTask(Task[..., str]):
         except Exception as exc:
             log.error("dead-letter publish failed; message returned to the queue", error=str(exc))
             raise Reject(f"could not dead-letter: {exc}", requeue=True) from exc
+        metrics.DEAD_LETTERS.labels(reason=entry["reason"]).inc()
         log.warning(
             "event dead-lettered",
             reason=entry["reason"],

@@ -87,3 +87,24 @@ def test_log_settings() -> None:
     assert log_settings({"ORDER_SYNC_LOG_FORMAT": "JSON"}).format == "json"
     with pytest.raises(ConfigError, match="ORDER_SYNC_LOG_LEVEL"):
         log_settings({"ORDER_SYNC_LOG_LEVEL": "loud"})
+
+
+def test_fleet_settings_defaults_and_errors(tmp_path: Path) -> None:
+    from worker.settings import fleet_settings
+
+    fleet = fleet_settings({"ORDER_SYNC_DATA_DIR": str(tmp_path)})
+    assert fleet.redis_url is None and fleet.store_path == tmp_path / "state.sqlite3"
+    assert str(fleet.rate_limit) == "10800/3600s"
+    assert fleet.dedup_window == 7 * 86400
+    assert fleet_settings({"ORDER_SYNC_RATE_LIMIT": "0"}).rate_limit is None
+    with pytest.raises(ConfigError, match="ORDER_SYNC_RATE_LIMIT"):
+        fleet_settings({"ORDER_SYNC_RATE_LIMIT": "lots"})
+
+
+def test_metrics_port() -> None:
+    from worker.settings import metrics_port
+
+    assert metrics_port({}) is None
+    assert metrics_port({"ORDER_SYNC_METRICS_PORT": "9108"}) == 9108
+    with pytest.raises(ConfigError, match="ORDER_SYNC_METRICS_PORT"):
+        metrics_port({"ORDER_SYNC_METRICS_PORT": "99999"})

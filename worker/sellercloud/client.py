@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +80,7 @@ class SellercloudClient:
         timeout: float,
         pool_size: int = 10,
         before_call: Callable[[], None] | None = None,
+        observe: Callable[[str, int | None, float], None] | None = None,
         shared_tokens: Callable[[Callable[[], tuple[str, float]]], TokenFetch] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -93,6 +95,8 @@ class SellercloudClient:
         self.session.mount("http://", adapter)
         # Called before every request (token calls included): the fleet's rate limiter.
         self.before_call = before_call
+        # Told (endpoint, status or None, seconds) after every call: the worker's metrics.
+        self.observe = observe
         # Each process keeps its own copy; with a fleet store, one token is shared by all.
         fetch: TokenFetch = lambda _rejected: self._fetch_token()  # noqa: E731
         if shared_tokens is not None:
@@ -109,14 +113,14 @@ class SellercloudClient:
         # go out in a burst with every other request that waited for the same token.
         self.tokens.get()
         response = self._send(
-            "PUT", f"{self.base_url}/Orders/{order_id}", json=body, auth=self.auth
+            "update_order", "PUT", f"{self.base_url}/Orders/{order_id}", json=body, auth=self.auth
         )
         if 200 <= response.status_code < 300:
             return
         self._raise_for(response, what=f"Update Order {order_id}")
 
     def _fetch_token(self) -> tuple[str, float]:
-        response = self._send("POST", f"{self.base_url}/token", json=self._credentials)
+        response = self._send("token", "POST", f"{self.base_url}/token", json=self._credentials)
         if response.status_code != 200:
             if response.status_code < 500 and not _is_rate_limited(response):
                 raise AuthenticationFailed(
@@ -135,20 +139,27 @@ class SellercloudClient:
                 response_body=_kept(response),
             ) from exc
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _send(self, endpoint: str, method: str, url: str, **kwargs: Any) -> requests.Response:
         if self.before_call is not None:
             self.before_call()
+        started = time.perf_counter()
+        status: int | None = None
         try:
             # A redirect would be followed with the body re-sent elsewhere: never wanted here.
-            return self.session.request(
+            response = self.session.request(
                 method, url, timeout=self.timeout, allow_redirects=False, **kwargs
             )
+            status = response.status_code
+            return response
         except requests.Timeout as exc:
             raise ApiUnavailable(f"{method} {url}: timed out after {self.timeout[1]:g}s") from exc
         except requests.ConnectionError as exc:
             raise ApiUnavailable(
                 f"{method} {url}: connection failed ({type(exc).__name__})"
             ) from exc
+        finally:
+            if self.observe is not None:
+                self.observe(endpoint, status, time.perf_counter() - started)
 
     @staticmethod
     def _raise_for(response: requests.Response, *, what: str) -> None:

@@ -1,0 +1,153 @@
+"""Metrics scraped over HTTP from real workers, and the health and status commands."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.conftest import Pipeline, make_event, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def order_sync(pipeline: Pipeline, *args: str, env: dict[str, str] | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env=env or pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_metrics_count_what_happened(rabbit_pipeline: Pipeline, pool: str) -> None:
+    port = free_port()
+    rabbit_pipeline.env_overrides["ORDER_SYNC_METRICS_PORT"] = str(port)
+    rabbit_pipeline.state.script_order(9602, [500])
+    rabbit_pipeline.state.script_order(9603, [400])
+    rabbit_pipeline.start_worker("--pool", pool, "-c", "2")
+    invalid = make_event(9604, customer_id="x")
+    rabbit_pipeline.publish(make_event(9601), make_event(9602), make_event(9603))
+    rabbit_pipeline.publish_raw(json.dumps(invalid))
+    rabbit_pipeline.wait_applied(9601, 9602)
+    rabbit_pipeline.wait_dead_letters(2)
+
+    samples = wait_for(
+        lambda: (
+            (s := scrape(port))
+            and value(s, "order_sync_dead_letters_total", reason="invalid_event") == 1
+            and s
+        ),
+        what="the counts to reach the scrape",
+    )
+    assert value(samples, "order_sync_events_received_total") == 4
+    assert value(samples, "order_sync_events_applied_total") == 2
+    assert value(samples, "order_sync_retries_total", reason="api_unavailable") == 1
+    assert value(samples, "order_sync_dead_letters_total", reason="api_rejected") == 1
+    assert value(samples, "order_sync_token_fetches_total", outcome="ok") == 1
+    assert (
+        value(
+            samples,
+            "order_sync_api_request_duration_seconds_count",
+            endpoint="update_order",
+            status="200",
+        )
+        == 2
+    )
+    assert (
+        value(
+            samples,
+            "order_sync_api_request_duration_seconds_count",
+            endpoint="update_order",
+            status="500",
+        )
+        == 1
+    )
+    assert value(samples, "order_sync_queue_messages", queue="order-sync.dead-letters") == 2
+    assert value(samples, "order_sync_queue_messages", queue="order-sync.events") == 0
+
+
+def test_health_passes_with_a_running_worker_and_names_what_fails(
+    rabbit_pipeline: Pipeline,
+) -> None:
+    rabbit_pipeline.start_worker()
+    healthy = order_sync(rabbit_pipeline, "health", "--json")
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    checks = json.loads(healthy.stdout)["checks"]
+    assert set(checks) == {"broker", "worker", "credentials"}
+    assert all(check["ok"] for check in checks.values())
+
+    # A store with no token yet, so the credentials themselves are tried.
+    wrong_password = {
+        **rabbit_pipeline.env,
+        "SELLERCLOUD_PASSWORD": "wrong",
+        "ORDER_SYNC_DATA_DIR": str(rabbit_pipeline.tmp_path / "elsewhere"),
+    }
+    ready = order_sync(rabbit_pipeline, "health", "--readiness", "--json", env=wrong_password)
+    assert ready.returncode == 1
+    assert json.loads(ready.stdout)["checks"]["credentials"]["ok"] is False
+
+    no_broker = {**rabbit_pipeline.env, "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//"}
+    alive = order_sync(rabbit_pipeline, "health", "--liveness", env=no_broker)
+    assert alive.returncode == 1
+    assert "BAD broker" in alive.stdout
+
+
+def test_status_reports_queues_dead_letters_the_oldest_event_and_the_fleet(
+    rabbit_pipeline: Pipeline,
+) -> None:
+    rabbit_pipeline.state.script_order(9611, [400])
+    rabbit_pipeline.start_worker()
+    rabbit_pipeline.publish(make_event(9610), make_event(9611))
+    rabbit_pipeline.wait_applied(9610)
+    rabbit_pipeline.wait_dead_letters(1)
+    rabbit_pipeline.stop_workers()
+    waiting = make_event(9612, "evt-waiting")
+    rabbit_pipeline.publish(waiting)
+
+    result = order_sync(rabbit_pipeline, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["queues"]["order-sync.events"] == 1
+    assert report["queues"]["order-sync.dead-letters"] == 1
+    assert report["dead_letters_by_reason"] == {"api_rejected": 1}
+    assert report["oldest_waiting"]["event_id"] == "evt-waiting"
+    assert report["oldest_waiting"]["age_seconds"] > 0
+    assert report["fleet"]["token_age_seconds"] >= 0
+    assert report["fleet"]["rate_limit"] == "off"
+    # Looking did not take the event away.
+    assert (
+        json.loads(order_sync(rabbit_pipeline, "status", "--json").stdout)["queues"][
+            "order-sync.events"
+        ]
+        == 1
+    )
+    table = order_sync(rabbit_pipeline, "status")
+    assert "order-sync.dead-letters" in table.stdout and "token age seconds" in table.stdout
