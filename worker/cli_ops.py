@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -30,15 +31,19 @@ def _broker_reachable() -> str:
     return f"connected to {redacted(settings.url)}"
 
 
-def _worker_responding() -> str:
+def _worker_responding(this_host: bool = False) -> str:
     from worker.celery_app import app
 
     if broker_settings().is_embedded:
         return "skipped: workers on the embedded broker take no remote commands"
-    replies = app.control.ping(timeout=3.0)
-    if not replies:
-        raise RuntimeError("no worker answered a ping within 3 s")
-    return f"{len(replies)} worker(s) answered: " + ", ".join(sorted(k for r in replies for k in r))
+    names = sorted(name for reply in app.control.ping(timeout=3.0) or [] for name in reply)
+    if this_host:
+        # In a pod or on a server, the probe is about the worker next to it, not the fleet.
+        names = [name for name in names if name.endswith(f"@{socket.gethostname()}")]
+    if not names:
+        where = f" on {socket.gethostname()}" if this_host else ""
+        raise RuntimeError(f"no worker{where} answered a ping within 3 s")
+    return f"{len(names)} worker(s) answered: " + ", ".join(names)
 
 
 def _credentials_valid() -> str:
@@ -60,14 +65,16 @@ PROBES = {"liveness": ("broker", "worker"), "readiness": ("broker", "credentials
 @click.command("health")
 @click.option("--liveness", "probe", flag_value="liveness", help="Broker and worker only.")
 @click.option("--readiness", "probe", flag_value="readiness", help="Broker and credentials.")
+@click.option("--this-host", is_flag=True, help="Only a worker on this host counts as responding.")
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON object.")
-def health_command(probe: str | None, as_json: bool) -> None:
+def health_command(probe: str | None, this_host: bool, as_json: bool) -> None:
     """Check the broker, the workers and the Sellercloud credentials; exit 1 if any fails."""
     names = PROBES[probe] if probe else tuple(CHECKS)
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         try:
-            results[name] = {"ok": True, "detail": CHECKS[name]()}
+            detail = _worker_responding(this_host) if name == "worker" else CHECKS[name]()
+            results[name] = {"ok": True, "detail": detail}
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from exc
         except Exception as exc:

@@ -98,7 +98,7 @@ def test_health_passes_with_a_running_worker_and_names_what_fails(
     rabbit_pipeline: Pipeline,
 ) -> None:
     rabbit_pipeline.start_worker()
-    healthy = order_sync(rabbit_pipeline, "health", "--json")
+    healthy = order_sync(rabbit_pipeline, "health", "--json", "--this-host")
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     checks = json.loads(healthy.stdout)["checks"]
     assert set(checks) == {"broker", "worker", "credentials"}
