@@ -48,7 +48,8 @@ def sync_event(
 ) -> str:
     """Apply one validated event, together with whatever else is pending for its order."""
     coordinator = rt.coordinator
-    finished = coordinator.outcome(event.event_id, len(envelope.get("history") or []))
+    replays = len(envelope.get("history") or [])
+    finished = coordinator.outcome(event.event_id, replays)
     if finished is not None:
         log.info("event already handled", outcome=finished)
         return finished
@@ -60,7 +61,7 @@ def sync_event(
         _flush(rt, event.order_id, owner, failures, backoff, dead_letter)
     finally:
         coordinator.unlock(event.order_id, owner)
-    outcome = coordinator.outcome(event.event_id, len(envelope.get("history") or []))
+    outcome = coordinator.outcome(event.event_id, replays)
     if outcome is None:
         # The lock ran out under us and another writer has the event now: check back later.
         raise RetryLater(backoff(0) / 4 + 0.2, counted=False, reason="order_busy")

@@ -262,7 +262,12 @@ def test_k8s_worker_container() -> None:
     (container,) = pod["containers"]
     assert container["args"] == ["worker", "--concurrency", "16"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["livenessProbe"]["exec"]["command"] == ["order-sync", "health", "--liveness"]
+    assert container["livenessProbe"]["exec"]["command"] == [
+        "order-sync",
+        "health",
+        "--liveness",
+        "--this-host",
+    ]
     assert container["readinessProbe"]["exec"]["command"] == [
         "order-sync",
         "health",
