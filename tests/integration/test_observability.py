@@ -151,3 +151,31 @@ def test_status_reports_queues_dead_letters_the_oldest_event_and_the_fleet(
     )
     table = order_sync(rabbit_pipeline, "status")
     assert "order-sync.dead-letters" in table.stdout and "token age seconds" in table.stdout
+
+
+def test_a_publishers_correlation_id_is_on_every_log_line_about_its_event(
+    rabbit_pipeline: Pipeline,
+) -> None:
+    from kombu import Producer
+
+    from worker.broker import connect
+    from worker.topology import EVENTS_EXCHANGE, EVENTS_QUEUE
+
+    rabbit_pipeline.state.script_order(9620, [503])
+    rabbit_pipeline.start_worker()
+    with connect(rabbit_pipeline.broker) as connection:
+        Producer(connection).publish(
+            json.dumps(make_event(9620)),
+            exchange=EVENTS_EXCHANGE,
+            routing_key="order.changed",
+            declare=[EVENTS_QUEUE],
+            content_type="application/json",
+            correlation_id="req-7f3a",
+        )
+    rabbit_pipeline.wait_applied(9620)
+    about_it = wait_for(
+        lambda: [r for r in rabbit_pipeline.log_records() if r.get("order_id") == 9620],
+        what="log lines about the event",
+    )
+    assert {r["event"] for r in about_it} >= {"event retry scheduled", "event applied"}
+    assert all(r["correlation_id"] == "req-7f3a" for r in about_it)
