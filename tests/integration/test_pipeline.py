@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.integration.conftest import Pipeline, make_event
@@ -171,3 +173,20 @@ def test_an_oversized_message_is_dead_lettered_with_its_start_kept(
     assert entry["reason"] == "too_large"
     assert str(len(huge)) in entry["error"]
     assert huge.startswith(entry["raw_body"]) and len(entry["raw_body"]) == 4096
+
+
+def test_wrong_credentials_never_leak_into_logs_or_dead_letters(
+    rabbit_pipeline: Pipeline,
+) -> None:
+    from tests.integration.conftest import PASSWORD
+
+    wrong = "Wr0ng-but-still-secret-9c1d"
+    rabbit_pipeline.env_overrides.update(SELLERCLOUD_PASSWORD=wrong, ORDER_SYNC_MAX_RETRIES="1")
+    rabbit_pipeline.start_worker()
+    rabbit_pipeline.publish(make_event(5020))
+    [entry] = rabbit_pipeline.wait_dead_letters(1)
+    assert (entry["reason"], entry["last_error_reason"]) == ("retries_exhausted", "auth_failed")
+    assert "invalid_grant" in json.dumps(entry["response_body"])
+    everything = json.dumps(entry) + "\n".join(rabbit_pipeline.log_lines())
+    assert wrong not in everything
+    assert PASSWORD not in everything

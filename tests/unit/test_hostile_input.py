@@ -1,0 +1,108 @@
+"""Whatever arrives, decoding and validation either accept it or reject it with a reason;
+nothing else escapes, and TLS verification stays on whatever the environment says."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker import pipeline
+from worker.sellercloud import SellercloudClient
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=20), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+CONTRACT_KEYS = ["event_id", "order_id", "occurred_at", "changes"]
+CHANGE_KEYS = [
+    "customer_id",
+    "CustomerId",
+    "order_source",
+    "currency_code",
+    "shipping_address",
+    "disable_inventory_count",
+    "sales_rep_1",
+]
+
+
+def outcome(body: bytes | str, content_type: str | None = "application/json") -> str:
+    env = pipeline.envelope(body, content_type=content_type)
+    try:
+        pipeline.parse(pipeline.decode(env))
+    except pipeline.EventRejected as rejected:
+        assert rejected.reason in {
+            "invalid_json",
+            "invalid_event",
+            "too_large",
+            "unsupported_content_type",
+        }
+        assert rejected.error  # always says why
+        return rejected.reason
+    return "ok"
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_any_json_value_is_accepted_or_rejected_with_a_reason(value: Any) -> None:
+    outcome(json.dumps(value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "event_id": json_values,
+            "order_id": st.integers() | json_values,
+            "occurred_at": st.sampled_from(["2026-11-26T10:00:00Z", "2026-11-26", "x"])
+            | json_values,
+            "changes": st.dictionaries(st.sampled_from(CHANGE_KEYS), json_values, max_size=4)
+            | json_values,
+        },
+    )
+)
+def test_near_miss_events_never_escape_validation(event: dict[str, Any]) -> None:
+    result = outcome(json.dumps(event))
+    if result == "ok":
+        assert set(event) == set(CONTRACT_KEYS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000), st.sampled_from([None, "application/json", "text/plain", ""]))
+def test_any_bytes_with_any_content_type(body: bytes, content_type: str | None) -> None:
+    outcome(body, content_type)
+
+
+def test_deep_nesting_and_huge_strings() -> None:
+    assert outcome("[" * 100_000 + "]" * 100_000) in {"invalid_json", "too_large"}
+    huge = json.dumps({"event_id": "x" * 200_000, "order_id": 1})
+    assert outcome(huge) == "invalid_event"
+    assert outcome(json.dumps({"event_id": "e", "changes": {"customer_id": 10**400}})) == (
+        "invalid_event"
+    )
+
+
+def test_pickle_is_never_unpickled() -> None:
+    import pickle
+
+    body = pickle.dumps({"event_id": "x"})
+    assert outcome(body, "application/x-python-serialize") == "unsupported_content_type"
+
+
+def test_tls_verification_stays_on_whatever_the_environment_says(monkeypatch: Any) -> None:
+    for name in ("CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.setenv(name, "")
+    client = SellercloudClient("https://tt.api.sellercloud.com/rest/api", "u", "p", timeout=5)
+    assert client.session.verify is True
+    merged = client.session.merge_environment_settings(
+        "https://tt.api.sellercloud.com/rest/api/token", {}, None, None, None
+    )
+    assert merged["verify"] is True
+    assert isinstance(client.session, requests.Session)
