@@ -74,6 +74,30 @@ run "manifest references (kustomization, ConfigMap, Secret keys, mounts, selecto
 run "KEDA references (scale target, TriggerAuthentication, Secret key, triggers)" \
     "$BIN/python" deploy/check_refs.py keda
 
+# Prometheus loads a rule on a misspelt metric and it never fires, so the names are checked against
+# the metrics the worker serves; check_refs.py tokenises PromQL for that.
+run "alert rules (fields, runbook anchors in deploy/README.md, metric names) deploy/observability/alerts.yaml" \
+    "$BIN/python" deploy/check_refs.py alerts
+
+run "Grafana dashboard (uid, datasource input, panel ids, targets, metric names)" \
+    "$BIN/python" deploy/check_refs.py dashboard
+
+run "Prometheus example configuration (rule files, scrape job, metrics port)" \
+    "$BIN/python" deploy/check_refs.py prometheus
+
+run "metrics table in deploy/README.md (every metric, nothing more)" \
+    "$BIN/python" deploy/check_refs.py metrics-doc
+
+# promtool parses PromQL for real; it is not a Python package, so the venv cannot provide it.
+promtool=$(command -v "$BIN/promtool" promtool 2>/dev/null | head -n 1 || true)
+if [[ -n $promtool ]]; then
+    run "promtool check config deploy/observability/prometheus.yml (and its rules)" \
+        "$promtool" check config deploy/observability/prometheus.yml
+else
+    skip "promtool check config deploy/observability/prometheus.yml" \
+        "promtool is not installed here; PromQL checked by check_refs.py's tokeniser only"
+fi
+
 # systemd-analyze verify checks that ExecStart= points at an executable, which exists only on an
 # installed host, and that the units' dependencies resolve. A scratch root supplies both: a stub
 # at the install path and a copy of this machine's own units. It reports most mistakes (unknown

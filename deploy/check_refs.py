@@ -1,15 +1,18 @@
 """Cross-references between the deployment files, which no schema sees.
 
 A schema accepts a Deployment that mounts a Secret key nobody defines, or a Compose service that
-depends on a renamed one; either fails only at deploy time. Run by deploy/check.sh:
+depends on a renamed one; either fails only at deploy time. Likewise Prometheus loads an alert on
+a misspelt metric without complaint, and it simply never fires. Run by deploy/check.sh:
 
-    python deploy/check_refs.py compose|k8s|keda
+    python deploy/check_refs.py compose|k8s|keda|alerts|dashboard|prometheus|metrics-doc
 
 Prints each problem and exits 1 if there is any.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -212,10 +215,477 @@ def check_keda() -> Iterator[str]:
                 yield f"keda: {name}: no host and no known authenticationRef ({auth_ref!r})"
 
 
+# --- observability: alerts, dashboard, Prometheus configuration ---------------------------------
+
+OBSERVABILITY = DEPLOY / "observability"
+README = DEPLOY / "README.md"
+ALERTS_FILE = OBSERVABILITY / "alerts.yaml"
+DASHBOARD_FILE = OBSERVABILITY / "grafana-dashboard.json"
+PROMETHEUS_FILE = OBSERVABILITY / "prometheus.yml"
+SCRAPE_JOB = "order-sync"
+DASHBOARD_UID = "order-sync"
+DASHBOARD_SCHEMA_VERSION = 39
+DATASOURCE_UID = "${DS_PROMETHEUS}"
+SEVERITIES = {"critical", "warning"}
+METRICS_SECTION = "Metrics and alerts"
+
+# What the worker serves, kept by hand in step with the worker code and with the table in
+# deploy/README.md (checked by metrics-doc). For each label: its possible values, or a pattern
+# where the set is open.
+LabelValues = frozenset[str] | re.Pattern[str]
+RETRY_REASONS = frozenset(
+    {"api_unavailable", "rate_limited", "auth_failed", "order_busy", "store_unavailable"}
+)
+DEAD_LETTER_REASONS = frozenset(
+    {
+        "invalid_json",
+        "unsupported_content_type",
+        "too_large",
+        "invalid_event",
+        "api_rejected",
+        "order_not_found",
+        "retries_exhausted",
+        "internal_error",
+    }
+)
+QUEUES = frozenset({"order-sync.events", "order-sync.tasks", "order-sync.dead-letters"})
+METRICS: dict[str, dict[str, LabelValues]] = {
+    "order_sync_events_received_total": {},
+    "order_sync_events_applied_total": {},
+    "order_sync_events_skipped_total": {"why": frozenset({"duplicate", "stale"})},
+    "order_sync_stale_fields_total": {},
+    "order_sync_retries_total": {"reason": RETRY_REASONS},
+    "order_sync_dead_letters_total": {"reason": DEAD_LETTER_REASONS},
+    "order_sync_api_request_duration_seconds": {
+        "endpoint": frozenset({"update_order", "token"}),
+        "status": re.compile(r"[1-5][0-9][0-9]|error"),
+    },
+    "order_sync_token_fetches_total": {"outcome": frozenset({"ok", "failed"})},
+    "order_sync_rate_limit_wait_seconds_total": {},
+    "order_sync_rate_limit_pauses_total": {},
+    "order_sync_queue_messages": {"queue": QUEUES},
+}
+HISTOGRAMS = {"order_sync_api_request_duration_seconds"}
+# Prometheus adds these to every scraped series; `up` carries nothing else.
+TARGET_LABELS: dict[str, LabelValues] = {
+    "job": frozenset({SCRAPE_JOB}),
+    "instance": re.compile(r".+"),
+}
+
+
+def _series() -> dict[str, dict[str, LabelValues]]:
+    """Every series name an expression may select, with its labels.
+
+    A histogram exists only as its _bucket, _count and _sum series, so its bare name is not one,
+    and a counter never has those suffixes.
+    """
+    series: dict[str, dict[str, LabelValues]] = {"up": dict(TARGET_LABELS)}
+    for name, own in METRICS.items():
+        labels = {**own, **TARGET_LABELS}
+        if name in HISTOGRAMS:
+            series[f"{name}_bucket"] = {**labels, "le": re.compile(r".+")}
+            series[f"{name}_count"] = labels
+            series[f"{name}_sum"] = labels
+        else:
+            series[name] = labels
+    return series
+
+
+SERIES = _series()
+
+# No PromQL parser is installed here (promtool and the Python ports are not in the venv), so
+# expressions are tokenised: enough to find every selector and its matchers, and to reject
+# unknown functions and unbalanced brackets, which is what a typo usually produces.
+PROMQL_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+    |(?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
+    |(?P<number>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?:(?:ms|[smhdwy])\d*)*)
+    |(?P<variable>\$\{?\w+(?::\w+)?\}?)
+    |(?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
+    |(?P<op>=~|!~|!=|==|<=|>=|[-+*/%^<>=,(){}\[\]:@])
+    """,
+    re.VERBOSE,
+)
+PROMQL_AGGREGATIONS = {
+    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
+    "bottomk", "topk", "quantile", "limitk", "limit_ratio",
+}  # fmt: skip
+PROMQL_FUNCTIONS = {
+    "abs", "absent", "absent_over_time", "acos", "acosh", "asin", "asinh", "atan", "atanh",
+    "avg_over_time", "ceil", "changes", "clamp", "clamp_max", "clamp_min", "cos", "cosh",
+    "count_over_time", "day_of_month", "day_of_week", "day_of_year", "days_in_month", "deg",
+    "delta", "deriv", "double_exponential_smoothing", "end", "exp", "floor", "histogram_avg",
+    "histogram_count", "histogram_fraction", "histogram_quantile", "histogram_stddev",
+    "histogram_stdvar", "histogram_sum", "holt_winters", "hour", "idelta", "increase", "irate",
+    "label_join", "label_replace", "last_over_time", "ln", "log10", "log2", "mad_over_time",
+    "max_over_time", "min_over_time", "minute", "month", "pi", "predict_linear",
+    "present_over_time", "quantile_over_time", "rad", "rate", "resets", "round", "scalar", "sgn",
+    "sin", "sinh", "sort", "sort_by_label", "sort_by_label_desc", "sort_desc", "sqrt", "start",
+    "stddev_over_time", "stdvar_over_time", "sum_over_time", "tan", "tanh", "time", "timestamp",
+    "vector", "year",
+}  # fmt: skip
+# Followed by a parenthesised list of label names, not an expression.
+PROMQL_GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+PROMQL_KEYWORDS = {"and", "or", "unless", "atan2", "bool", "offset", "inf", "nan"}
+PROMQL_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r"}
+CLOSING = {"(": ")", "[": "]", "{": "}"}
+
+
+def _unquote(literal: str) -> str:
+    if literal.startswith("`"):
+        return literal[1:-1]
+
+    def escape(match: re.Match[str]) -> str:
+        if match.group(1) not in PROMQL_ESCAPES:
+            raise ValueError(f"escape \\{match.group(1)} in {literal} is not valid PromQL")
+        return PROMQL_ESCAPES[match.group(1)]
+
+    return re.sub(r"\\(.)", escape, literal[1:-1])
+
+
+def _tokens(expr: str) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    position = 0
+    while position < len(expr):
+        match = PROMQL_TOKEN.match(expr, position)
+        if not match:
+            raise ValueError(f"cannot read {expr[position : position + 20]!r}")
+        position = match.end()
+        kind = match.lastgroup or ""
+        if kind != "space":
+            tokens.append((kind, match.group()))
+    return tokens
+
+
+def _check_balanced(tokens: list[tuple[str, str]]) -> None:
+    stack: list[str] = []
+    for kind, text in tokens:
+        if kind == "op" and text in CLOSING:
+            stack.append(CLOSING[text])
+        elif kind == "op" and text in CLOSING.values() and (not stack or stack.pop() != text):
+            raise ValueError(f"unexpected {text!r}")
+    if stack:
+        raise ValueError(f"{stack[-1]!r} missing at the end")
+
+
+def _closing(tokens: list[tuple[str, str]], start: int) -> int:
+    """The index of the bracket that closes tokens[start]; raises if it is not closed properly."""
+    stack: list[str] = []
+    for index in range(start, len(tokens)):
+        kind, text = tokens[index]
+        if kind != "op":
+            continue
+        if text in CLOSING:
+            stack.append(CLOSING[text])
+        elif text in CLOSING.values():
+            if not stack or stack.pop() != text:
+                raise ValueError(f"unexpected {text!r}")
+            if not stack:
+                return index
+    raise ValueError(f"{tokens[start][1]!r} is never closed")
+
+
+def _check_matchers(
+    name: str, labels: dict[str, LabelValues], tokens: list[tuple[str, str]]
+) -> Iterator[str]:
+    """Matchers are read only as label, operator, quoted value: the one form these files need,
+    so anything else is reported rather than guessed at."""
+    index = 0
+    while index < len(tokens):
+        triple = tokens[index : index + 3]
+        kinds = [kind for kind, _ in triple]
+        if kinds != ["ident", "op", "string"] or triple[1][1] not in {"=", "!=", "=~", "!~"}:
+            yield f"{name}: cannot read the matcher {' '.join(t for _, t in triple)!r}"
+            return
+        (_, label), (_, op), (_, literal) = triple
+        index += 3
+        if index < len(tokens):
+            if tokens[index] != ("op", ","):
+                yield f"{name}: expected ',' after {label}{op}{literal}"
+                return
+            index += 1
+        if label == "__name__":
+            yield f"{name}: select the metric by name, not with __name__"
+            continue
+        if label not in labels:
+            yield f"{name} has no label {label!r} (it has: {', '.join(sorted(labels))})"
+            continue
+        try:
+            value = _unquote(literal)
+        except ValueError as error:
+            yield f"{name}: {error}"
+            continue
+        known = labels[label]
+        if op in {"=", "!="}:
+            ok = bool(known.fullmatch(value)) if isinstance(known, re.Pattern) else value in known
+            if not ok:
+                yield f"{name}: {label}={value!r} is not a value the worker sets"
+            continue
+        try:
+            pattern = re.compile(value)
+        except re.error as error:
+            yield f"{name}: {label}{op}{literal}: bad regular expression ({error})"
+            continue
+        # Prometheus anchors label regexes; one matching no known value is surely a typo.
+        if isinstance(known, frozenset) and not any(pattern.fullmatch(v) for v in known):
+            yield f"{name}: {label}{op}{literal} matches none of {', '.join(sorted(known))}"
+
+
+def promql_problems(expr: str) -> Iterator[str]:
+    """What is wrong with one expression: unknown series, labels, values or functions."""
+    try:
+        tokens = _tokens(expr)
+        if not tokens:
+            yield "empty expression"
+            return
+        _check_balanced(tokens)
+        index = 0
+        while index < len(tokens):
+            kind, text = tokens[index]
+            following = tokens[index + 1] if index + 1 < len(tokens) else ("", "")
+            if kind == "op" and text == "[":
+                # A range or subquery: durations and Grafana's $__rate_interval, no names.
+                index = _closing(tokens, index) + 1
+                continue
+            if kind == "op" and text == "{":
+                yield "a selector without a metric name"
+                index = _closing(tokens, index) + 1
+                continue
+            if kind != "ident":
+                index += 1
+                continue
+            if following == ("op", "("):
+                if text in PROMQL_GROUPING:
+                    index = _closing(tokens, index + 1) + 1
+                    continue
+                if text not in PROMQL_FUNCTIONS | PROMQL_AGGREGATIONS:
+                    yield f"unknown function {text}()"
+                index += 1
+                continue
+            # `sum by (le) (...)`: the aggregation's modifier comes before its parenthesis.
+            aggregation = text in PROMQL_AGGREGATIONS and following in {
+                ("ident", "by"),
+                ("ident", "without"),
+            }
+            if text in PROMQL_KEYWORDS | PROMQL_GROUPING or aggregation:
+                index += 1
+                continue
+            if text not in SERIES:
+                yield f"unknown metric {text}"
+                labels: dict[str, LabelValues] | None = None
+            else:
+                labels = SERIES[text]
+            index += 1
+            if following == ("op", "{"):
+                end = _closing(tokens, index)
+                if labels is not None:
+                    yield from _check_matchers(text, labels, tokens[index + 1 : end])
+                index = end + 1
+    except ValueError as error:
+        yield str(error)
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file (code blocks left out)."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    fence = ""
+    for line in markdown.splitlines():
+        marker = re.match(r"\s*(```|~~~)", line)
+        if marker:
+            fence = "" if fence == marker.group(1) else fence or marker.group(1)
+            continue
+        heading = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if fence or not heading:
+            continue
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading.group(1))
+        text = re.sub(r"[`*]", "", text).lower()
+        slug = re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        anchors.add(f"{slug}-{count}" if count else slug)
+    return anchors
+
+
+DURATION = re.compile(r"(?:\d+(?:ms|[smhdwy]))+")
+RULE_KEYS = {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
+RUNBOOK = re.compile(r"deploy/README\.md#([a-z0-9_-]+)")
+
+
+def _load_yaml_file(path: Path) -> tuple[Any, str | None]:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return yaml.safe_load(handle), None
+    except (OSError, yaml.YAMLError) as error:
+        return None, f"{path.name}: cannot be read as YAML: {error}"
+
+
+def check_alerts() -> Iterator[str]:
+    rules_file, error = _load_yaml_file(ALERTS_FILE)
+    if error:
+        yield error
+        return
+    groups = rules_file.get("groups") if isinstance(rules_file, dict) else None
+    if not isinstance(groups, list) or not groups:
+        yield "alerts.yaml: no groups"
+        return
+    anchors = github_anchors(README.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for group in groups:
+        rules = group.get("rules") if isinstance(group, dict) else None
+        if not isinstance(rules, list) or not rules or not group.get("name"):
+            yield f"alerts.yaml: group {group!r} needs a name and rules"
+            continue
+        for rule in rules:
+            yield from _check_rule(rule, anchors, names)
+
+
+def _check_rule(rule: Any, anchors: set[str], names: set[str]) -> Iterator[str]:
+    if not isinstance(rule, dict) or "alert" not in rule:
+        yield f"alerts.yaml: {rule!r} is not an alerting rule"
+        return
+    name = rule["alert"]
+    where = f"alerts.yaml: {name}"
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_:][A-Za-z0-9_:]*", name):
+        yield f"{where}: the alert name must be a valid metric name"
+    if name in names:
+        yield f"{where}: defined twice"
+    names.add(name)
+    if set(rule) - RULE_KEYS:
+        yield f"{where}: unknown keys {sorted(set(rule) - RULE_KEYS)}"
+    expr = rule.get("expr")
+    if not isinstance(expr, str) or not expr.strip():
+        yield f"{where}: no expr"
+    else:
+        yield from (f"{where}: {problem}" for problem in promql_problems(expr))
+    # Without `for`, one bad scrape pages; the duration is also what Prometheus parses.
+    if not isinstance(rule.get("for"), str) or not DURATION.fullmatch(rule["for"]):
+        yield f"{where}: `for` must be a duration such as 5m, not {rule.get('for')!r}"
+    labels = rule.get("labels") or {}
+    if labels.get("severity") not in SEVERITIES:
+        yield f"{where}: labels.severity must be one of {sorted(SEVERITIES)}"
+    annotations = rule.get("annotations") or {}
+    for key, value in {**labels, **annotations}.items():
+        if not isinstance(value, str):
+            yield f"{where}: {key} must be a string, not {value!r}"
+    if not str(annotations.get("summary", "")).strip():
+        yield f"{where}: no annotations.summary"
+    runbook = RUNBOOK.fullmatch(str(annotations.get("runbook", "")))
+    if not runbook:
+        yield f"{where}: annotations.runbook must be deploy/README.md#<section>"
+    elif runbook.group(1) not in anchors:
+        yield f"{where}: runbook anchor #{runbook.group(1)} is no heading in deploy/README.md"
+
+
+def _dashboard_panels(panels: list[Any]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        # A collapsed row keeps its panels inside it.
+        yield from _dashboard_panels(panel.get("panels") or [])
+
+
+def check_dashboard() -> Iterator[str]:
+    try:
+        dashboard = json.loads(DASHBOARD_FILE.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        yield f"{DASHBOARD_FILE.name}: cannot be read as JSON: {error}"
+        return
+    where = DASHBOARD_FILE.name
+    if dashboard.get("uid") != DASHBOARD_UID:
+        yield f"{where}: uid must be {DASHBOARD_UID!r}; links and provisioning rely on it"
+    if dashboard.get("schemaVersion") != DASHBOARD_SCHEMA_VERSION:
+        yield f"{where}: schemaVersion must be {DASHBOARD_SCHEMA_VERSION}"
+    inputs = {entry.get("name"): entry for entry in dashboard.get("__inputs") or []}
+    if (inputs.get("DS_PROMETHEUS") or {}).get("pluginId") != "prometheus":
+        yield f"{where}: needs a Prometheus datasource input named DS_PROMETHEUS"
+    ids: set[Any] = set()
+    panels = list(_dashboard_panels(dashboard.get("panels") or []))
+    if not panels:
+        yield f"{where}: no panels"
+    for panel in panels:
+        title = f"{where}: panel {panel.get('id')} ({panel.get('title')!r})"
+        if not isinstance(panel.get("id"), int) or panel["id"] in ids:
+            yield f"{title}: needs an integer id of its own"
+        ids.add(panel.get("id"))
+        grid = panel.get("gridPos") or {}
+        if not 0 < grid.get("w", 0) <= 24 - grid.get("x", 0) or grid.get("h", 0) <= 0:
+            yield f"{title}: gridPos {grid} does not fit the 24-column grid"
+        # A row is a heading between panels and has no query of its own.
+        if panel.get("type") == "row":
+            continue
+        if (panel.get("datasource") or {}).get("uid") != DATASOURCE_UID:
+            yield f"{title}: datasource must be {DATASOURCE_UID}, the import input"
+        targets = panel.get("targets") or []
+        if not any(str(target.get("expr", "")).strip() for target in targets):
+            yield f"{title}: no target with an expr"
+        ref_ids = [target.get("refId") for target in targets]
+        if len(set(ref_ids)) != len(ref_ids) or None in ref_ids:
+            yield f"{title}: every target needs a refId of its own"
+        for target in targets:
+            datasource = target.get("datasource")
+            if datasource is not None and datasource.get("uid") != DATASOURCE_UID:
+                yield f"{title}: target {target.get('refId')} uses another datasource"
+            for problem in promql_problems(str(target.get("expr", ""))):
+                yield f"{title}: target {target.get('refId')}: {problem}"
+
+
+def check_prometheus() -> Iterator[str]:
+    config, error = _load_yaml_file(PROMETHEUS_FILE)
+    if error:
+        yield error
+        return
+    where = PROMETHEUS_FILE.name
+    rule_files = config.get("rule_files") or []
+    for rule_file in rule_files:
+        if not (PROMETHEUS_FILE.parent / rule_file).is_file():
+            yield f"{where}: rule file {rule_file} does not exist next to it"
+    if ALERTS_FILE.name not in rule_files:
+        yield f"{where}: does not load {ALERTS_FILE.name}"
+    jobs = {job.get("job_name"): job for job in config.get("scrape_configs") or []}
+    job = jobs.get(SCRAPE_JOB)
+    if job is None:
+        yield f"{where}: no scrape job {SCRAPE_JOB!r}, which the alerts select"
+        return
+    port = _env_example().get("ORDER_SYNC_METRICS_PORT")
+    targets = [t for static in job.get("static_configs") or [] for t in static.get("targets") or []]
+    if not targets:
+        yield f"{where}: job {SCRAPE_JOB} has no targets"
+    for target in targets:
+        if target.rpartition(":")[2] != port:
+            yield f"{where}: target {target} is not on ORDER_SYNC_METRICS_PORT ({port})"
+
+
+def _env_example() -> dict[str, str]:
+    text = (DEPLOY / "env.example").read_text(encoding="utf-8")
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]+)=(.*)$", text, re.MULTILINE))
+
+
+def check_metrics_doc() -> Iterator[str]:
+    readme = README.read_text(encoding="utf-8")
+    section = re.search(
+        rf"^## {re.escape(METRICS_SECTION)}\n(.*?)(?=^## |\Z)", readme, re.MULTILINE | re.DOTALL
+    )
+    if not section:
+        yield f"README.md: no '## {METRICS_SECTION}' section"
+        return
+    listed = set(re.findall(r"^\| `([a-z_:]+)(?:\{[^`]*\})?` \|", section.group(1), re.MULTILINE))
+    for name in sorted(set(METRICS) - listed):
+        yield f"README.md: metric {name} is missing from the table in '{METRICS_SECTION}'"
+    for name in sorted(listed - set(METRICS)):
+        yield f"README.md: the table lists {name}, which the worker does not serve"
+    if "ORDER_SYNC_METRICS_PORT" not in section.group(1):
+        yield f"README.md: '{METRICS_SECTION}' does not say how to enable the metrics"
+
+
 CHECKS: dict[str, Callable[[], Iterator[str]]] = {
     "compose": check_compose,
     "k8s": check_k8s,
     "keda": check_keda,
+    "alerts": check_alerts,
+    "dashboard": check_dashboard,
+    "prometheus": check_prometheus,
+    "metrics-doc": check_metrics_doc,
 }
 
 

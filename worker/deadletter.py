@@ -30,6 +30,17 @@ from kombu import Connection, Consumer, Message, Producer
 from worker.broker import PERSISTENT, PUBLISH_RETRY_POLICY
 from worker.topology import DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE
 
+#: Every ``reason`` an entry can have (documented above).
+REASONS = (
+    "invalid_json",
+    "unsupported_content_type",
+    "too_large",
+    "invalid_event",
+    "api_rejected",
+    "order_not_found",
+    "retries_exhausted",
+    "internal_error",
+)
 #: Header on a replayed event: the JSON list of its earlier failures and replays.
 HISTORY_HEADER = "x-order-sync-history"
 

@@ -87,6 +87,11 @@ class QueueDepthCollector(Collector):
 
 def serve(port: int) -> None:
     """Serve every process's metrics, summed, on ``port`` (call once, in the main process)."""
+    from worker.deadletter import REASONS
+
+    # A labelled series exists only once touched; alerts on increase() need it from the start.
+    for reason in REASONS:
+        DEAD_LETTERS.labels(reason=reason)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(QueueDepthCollector())
