@@ -174,8 +174,12 @@ def test_a_publishers_correlation_id_is_on_every_log_line_about_its_event(
         )
     rabbit_pipeline.wait_applied(9620)
     about_it = wait_for(
-        lambda: [r for r in rabbit_pipeline.log_records() if r.get("order_id") == 9620],
-        what="log lines about the event",
+        lambda: (
+            (lines := [r for r in rabbit_pipeline.log_records() if r.get("order_id") == 9620])
+            and any(r["event"] == "event applied" for r in lines)
+            and lines
+        ),
+        what="the line saying the event was applied",
     )
     assert {r["event"] for r in about_it} >= {"event retry scheduled", "event applied"}
     assert all(r["correlation_id"] == "req-7f3a" for r in about_it)
