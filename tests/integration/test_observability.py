@@ -63,6 +63,8 @@ def test_metrics_count_what_happened(rabbit_pipeline: Pipeline, pool: str) -> No
         lambda: (
             (s := scrape(port))
             and value(s, "order_sync_dead_letters_total", reason="invalid_event") == 1
+            and value(s, "order_sync_dead_letters_total", reason="api_rejected") == 1
+            and value(s, "order_sync_events_applied_total") == 2
             and s
         ),
         what="the counts to reach the scrape",
