@@ -13,6 +13,7 @@ import structlog
 from kombu import Connection
 
 from worker.settings import BrokerSettings
+from worker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,19 @@ def transport_options(settings: BrokerSettings) -> dict[str, Any]:
 def connect(settings: BrokerSettings) -> Connection:
     """A new (lazy) connection with the transport options this project relies on."""
     return Connection(settings.url, transport_options=transport_options(settings))
+
+
+def queue_depths(connection: Connection) -> dict[str, int]:
+    """Messages waiting in each of our queues (declaring one is harmless: all are durable)."""
+    channel: Any = connection.channel()
+    try:
+        depths = {}
+        for queue in (EVENTS_QUEUE, TASKS_QUEUE, DEAD_LETTER_QUEUE):
+            bound: Any = queue(channel)
+            depths[queue.name] = int(bound.queue_declare().message_count)
+        return depths
+    finally:
+        channel.close()
 
 
 def warn_if_embedded(settings: BrokerSettings) -> None:

@@ -5,6 +5,7 @@ Exit codes: 0 healthy, 1 unhealthy (each failed check says why), 2 bad configura
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import socket
@@ -15,6 +16,7 @@ from typing import Any
 
 import click
 
+from worker.dlq import parse_time
 from worker.settings import ConfigError, broker_settings, fleet_settings
 
 Check = Callable[[], str]
@@ -89,17 +91,10 @@ def health_command(probe: str | None, this_host: bool, as_json: bool) -> None:
 
 
 def _queue_depths() -> dict[str, int]:
-    from worker.broker import connect
-    from worker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
+    from worker.broker import connect, queue_depths
 
-    depths = {}
     with connect(broker_settings()) as connection:
-        channel: Any = connection.channel()
-        for queue in (EVENTS_QUEUE, TASKS_QUEUE, DEAD_LETTER_QUEUE):
-            bound: Any = queue(channel)
-            depths[queue.name] = int(bound.queue_declare().message_count)
-        channel.close()
-    return depths
+        return queue_depths(connection)
 
 
 def _oldest_waiting() -> dict[str, Any] | None:
@@ -121,11 +116,8 @@ def _oldest_waiting() -> dict[str, Any] | None:
             channel.close()  # unacknowledged: the message goes back to the head of the queue
     occurred = str(event.get("occurred_at", "")) if isinstance(event, dict) else ""
     age = None
-    try:
-        when = dt.datetime.fromisoformat(occurred.replace("Z", "+00:00"))
-        age = round((dt.datetime.now(dt.UTC) - when).total_seconds(), 1)
-    except ValueError:
-        pass
+    with contextlib.suppress(ValueError):
+        age = round((dt.datetime.now(dt.UTC) - parse_time(occurred)).total_seconds(), 1)
     return {
         "event_id": event.get("event_id") if isinstance(event, dict) else None,
         "occurred_at": occurred or None,

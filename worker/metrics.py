@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import Any
 
 # Must run before prometheus_client is imported anywhere: it picks its storage at import.
 if os.environ.get("ORDER_SYNC_METRICS_PORT") and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -66,20 +65,16 @@ class QueueDepthCollector(Collector):
     """``order_sync_queue_messages{queue}``, asked of the broker at each scrape."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from worker.broker import connect
+        from worker.broker import connect, queue_depths
         from worker.settings import broker_settings
-        from worker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
 
         family = GaugeMetricFamily(
             "order_sync_queue_messages", "Messages waiting in each queue.", labels=["queue"]
         )
         try:
             with connect(broker_settings()) as connection:
-                channel: Any = connection.channel()
-                for queue in (EVENTS_QUEUE, TASKS_QUEUE, DEAD_LETTER_QUEUE):
-                    bound: Any = queue(channel)
-                    count = bound.queue_declare().message_count
-                    family.add_metric([queue.name], float(count))
+                for queue, count in queue_depths(connection).items():
+                    family.add_metric([queue], float(count))
         except Exception:  # noqa: S110 (a scrape must not fail because the broker is down)
             pass
         yield family
