@@ -106,3 +106,12 @@ def test_tls_verification_stays_on_whatever_the_environment_says(monkeypatch: An
     )
     assert merged["verify"] is True
     assert isinstance(client.session, requests.Session)
+
+
+def test_a_ca_bundle_and_proxy_from_the_environment_still_apply(monkeypatch: Any) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/company-ca.pem")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    client = SellercloudClient("https://tt.api.sellercloud.com/rest/api", "u", "p", timeout=5)
+    assert client.session.verify == "/etc/ssl/company-ca.pem"  # a bundle, still verifying
+    assert client.session.proxies["https"] == "http://proxy.internal:3128"
