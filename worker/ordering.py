@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.event import OrderChange
-from worker.state import Store
+from worker.state import Lock, Store
 
 PREFIX = "order-sync"
 DEAD_LETTERED = "dead_lettered"
@@ -66,6 +66,8 @@ class Merge:
 
 
 class OrderCoordinator:
+    """The shared store's view of orders; three round trips carry one event through it."""
+
     def __init__(self, store: Store, dedup_window: float, lock_ttl: float) -> None:
         self.store = store
         self.dedup_window = dedup_window
@@ -73,30 +75,39 @@ class OrderCoordinator:
 
     # De-duplication ---------------------------------------------------------------------
     def outcome(self, event_id: str, replays: int = 0) -> str | None:
-        """How an event ended ("applied", "stale", "dead_lettered"), if it has.
+        """How an event ended ("applied", "stale", "dead_lettered"), if it has."""
+        return _outcome(self.store.get(_key("done", event_id)), replays)
 
-        A dead-lettered event counts as unfinished for a replay newer than its last failure
-        (``replays`` is how many times the copy at hand was replayed).
-        """
-        value = self.store.get(_key("done", event_id))
-        if value is None:
-            return None
-        outcome, _, failed_at_replay = value.partition(":")
-        if outcome == DEAD_LETTERED and int(failed_at_replay or 0) < replays:
-            return None
-        return outcome
+    # Joining an order's pending set -------------------------------------------------------
+    def announce(self, event: OrderChange, envelope: dict[str, Any]) -> str | None:
+        """Add the event to its order's pending set unless it already ended; how it ended."""
+        return self._add(event, envelope, lock=None)[0]
 
-    def finish(self, events: list[PendingEvent], outcome: str) -> None:
-        for event in events:
-            value = f"{outcome}:{event.replays}" if outcome == DEAD_LETTERED else outcome
-            self.store.put(_key("done", event.event_id), value, ttl=self.dedup_window)
+    def begin(
+        self, event: OrderChange, envelope: dict[str, Any], owner: str
+    ) -> tuple[str | None, bool]:
+        """``announce``, and try to take the order's lock: (how it ended, lock taken)."""
+        return self._add(event, envelope, lock=self._lock(event.order_id, owner))
 
-    # The per-order pending set and lock -------------------------------------------------
-    def enqueue(self, event: OrderChange, envelope: dict[str, Any]) -> None:
+    def _add(
+        self, event: OrderChange, envelope: dict[str, Any], lock: Lock | None
+    ) -> tuple[str | None, bool]:
         pending = PendingEvent(
             event.event_id, event.occurred_at.isoformat(), event.changes, envelope
         )
-        self.put_back(event.order_id, [pending])
+        args = (
+            _key("done", event.event_id),
+            _key("pending", event.order_id),
+            event.event_id,
+            pending.dumps(),
+            self.dedup_window,
+        )
+        done, claimed = self.store.add_unless_done(*args, lock=lock)
+        outcome = _outcome(done, pending.replays)
+        if done is not None and outcome is None:
+            # A replay of an event that was dead-lettered: it is due again.
+            done, claimed = self.store.add_unless_done(*args, lock=lock, even_if_done=True)
+        return outcome, claimed
 
     def put_back(self, order_id: int, events: list[PendingEvent]) -> None:
         if events:
@@ -106,28 +117,57 @@ class OrderCoordinator:
                 ttl=self.dedup_window,
             )
 
-    def lock(self, order_id: int, owner: str) -> bool:
-        return self.store.claim(_key("lock", order_id), owner, self.lock_ttl)
-
-    def keep(self, order_id: int, owner: str) -> bool:
-        """Renew our lock before each round of work; False if it expired and is lost."""
-        return self.store.extend(_key("lock", order_id), owner, self.lock_ttl)
+    # The lock holder's round ---------------------------------------------------------------
+    def _lock(self, order_id: int, owner: str) -> Lock:
+        return Lock(_key("lock", order_id), owner, self.lock_ttl)
 
     def unlock(self, order_id: int, owner: str) -> None:
         self.store.release(_key("lock", order_id), owner)
 
-    def take(self, order_id: int) -> list[PendingEvent]:
-        """Every pending event of the order not already finished, oldest first."""
-        taken = [
-            PendingEvent.loads(raw)
-            for raw in self.store.hash_take_all(_key("pending", order_id)).values()
-        ]
-        fresh = [e for e in taken if self.outcome(e.event_id, e.replays) is None]
-        return sorted(fresh, key=lambda e: (e.when, e.event_id))
+    def take(self, order_id: int, owner: str) -> tuple[list[PendingEvent], dict[str, str]] | None:
+        """Renew our lock and take every pending event of the order not already finished,
+        oldest first, with the versions of the fields already applied; None if the lock ran
+        out and is no longer ours."""
+        taken = self.store.take_all_if_locked(
+            self._lock(order_id, owner),
+            _key("pending", order_id),
+            _key("done", ""),
+            _key("versions", order_id),
+        )
+        if taken is None:
+            return None
+        events = [PendingEvent.loads(raw) for raw in taken.fields.values()]
+        fresh = [e for e in events if _outcome(taken.done.get(e.event_id), e.replays) is None]
+        return sorted(fresh, key=lambda e: (e.when, e.event_id)), taken.versions
+
+    def settle(
+        self,
+        order_id: int,
+        owner: str,
+        events: list[PendingEvent],
+        outcome: str,
+        versions: dict[str, str] | None = None,
+    ) -> bool:
+        """Record how ``events`` ended (and the field versions an applied PUT wrote); release
+        the lock if nothing else is pending. True when the holder's round is over."""
+        dead = outcome == DEAD_LETTERED
+        done = {
+            _key("done", e.event_id): f"{outcome}:{e.replays}" if dead else outcome for e in events
+        }
+        return self.store.settle(
+            done,
+            self.dedup_window,
+            _key("versions", order_id),
+            versions or {},
+            _key("pending", order_id),
+            self._lock(order_id, owner),
+        )
 
     # Per-field last writer wins ----------------------------------------------------------
-    def merge(self, order_id: int, events: list[PendingEvent]) -> Merge:
-        applied = self.store.hash_get_all(_key("versions", order_id))
+    @staticmethod
+    def merge(events: list[PendingEvent], applied: dict[str, str]) -> Merge:
+        """One PUT's worth of changes from ``events`` (oldest first); a field whose applied
+        version (``applied``: field -> occurred_at) is newer than an event is stale for it."""
         merge = Merge(events)
         for event in events:  # oldest first: a newer event overwrites a field
             for name, value in event.changes.items():
@@ -139,7 +179,15 @@ class OrderCoordinator:
                 merge.versions[name] = event.occurred_at
         return merge
 
-    def applied(self, order_id: int, merge: Merge) -> None:
-        if merge.versions:
-            self.store.hash_put(_key("versions", order_id), merge.versions, ttl=self.dedup_window)
-        self.finish(merge.events, "applied")
+
+def _outcome(done: str | None, replays: int) -> str | None:
+    """The outcome a done key records, if it still counts for a copy replayed ``replays`` times.
+
+    A dead-lettered event counts as unfinished for a replay newer than its last failure.
+    """
+    if done is None:
+        return None
+    outcome, _, failed_at_replay = done.partition(":")
+    if outcome == DEAD_LETTERED and int(failed_at_replay or 0) < replays:
+        return None
+    return outcome

@@ -143,22 +143,75 @@ def _event(event_id: str, minute: int, **changes: object) -> object:
     )
 
 
-def test_merge_takes_the_newest_value_per_field_and_skips_stale_ones(tmp_path: Path) -> None:
-    coordinator = OrderCoordinator(SqliteStore(str(tmp_path / "s.sqlite3")), 3600, 60)
+def test_merge_takes_the_newest_value_per_field_and_skips_stale_ones(store: Store) -> None:
+    coordinator = OrderCoordinator(store, 3600, 60)
     for event_id, minute, changes in [
         ("b", 20, {"customer_id": 2}),
         ("a", 10, {"customer_id": 1, "company_id": 1}),
         ("c", 30, {"sales_rep_1": 3}),
     ]:
-        coordinator.enqueue(_event(event_id, minute, **changes), {"body": "{}"})  # type: ignore[arg-type]
-    events = coordinator.take(1)
+        assert coordinator.announce(_event(event_id, minute, **changes), {"body": "{}"}) is None  # type: ignore[arg-type]
+    assert coordinator.begin(_event("b", 20, customer_id=2), {}, "me") == (None, True)  # type: ignore[arg-type]
+    taken = coordinator.take(1, "me")
+    assert taken is not None
+    events, versions = taken
     assert [e.event_id for e in events] == ["a", "b", "c"]
-    merge = coordinator.merge(1, events)
+    merge = coordinator.merge(events, versions)
     assert merge.changes == {"customer_id": 2, "company_id": 1, "sales_rep_1": 3}
-    coordinator.applied(1, merge)
+    assert coordinator.settle(1, "me", events, "applied", merge.versions)  # nothing left
     assert coordinator.outcome("a") == "applied"
+    assert store.claim("order-sync:lock:1", "next", ttl=5)  # settling released the lock
+    store.release("order-sync:lock:1", "next")
 
-    coordinator.enqueue(_event("d", 15, customer_id=9, company_id=9), {"body": "{}"})  # type: ignore[arg-type]
-    late = coordinator.merge(1, coordinator.take(1))
+    coordinator.begin(_event("d", 15, customer_id=9, company_id=9), {}, "me")  # type: ignore[arg-type]
+    taken = coordinator.take(1, "me")
+    assert taken is not None
+    late = coordinator.merge(*taken)
     assert late.changes == {"company_id": 9}  # 10:15 beats 10:10 but not 10:20
     assert late.stale == [("d", "customer_id")]
+
+
+def test_a_finished_event_is_not_added_again_unless_replayed_after_dead_lettering(
+    store: Store,
+) -> None:
+    coordinator = OrderCoordinator(store, 3600, 60)
+    store.put("order-sync:done:a", "applied")
+    store.put("order-sync:done:x", "dead_lettered:0")
+    assert coordinator.begin(_event("a", 1, customer_id=1), {}, "me") == ("applied", False)  # type: ignore[arg-type]
+    replay = {"history": [{"replayed_at": "2026-11-26T11:00:00Z"}]}
+    assert coordinator.begin(_event("x", 2, customer_id=2), replay, "me") == (None, True)  # type: ignore[arg-type]
+    taken = coordinator.take(1, "me")
+    assert taken is not None
+    assert [e.event_id for e in taken[0]] == ["x"]  # the replay is due; "a" never joined
+
+
+def test_taking_needs_the_lock_and_settling_keeps_it_while_more_is_pending(store: Store) -> None:
+    coordinator = OrderCoordinator(store, 3600, 60)
+    assert coordinator.begin(_event("a", 1, customer_id=1), {}, "me") == (None, True)  # type: ignore[arg-type]
+    assert coordinator.begin(_event("b", 2, customer_id=2), {}, "you") == (None, False)  # type: ignore[arg-type]
+    assert coordinator.take(1, "you") is None  # not the holder
+    taken = coordinator.take(1, "me")
+    assert taken is not None
+    assert [e.event_id for e in taken[0]] == ["a", "b"]
+    assert coordinator.announce(_event("c", 3, customer_id=3), {}) is None  # type: ignore[arg-type]
+    assert not coordinator.settle(1, "me", taken[0], "applied", {"customer_id": "x"})
+    assert not store.claim("order-sync:lock:1", "you", ttl=5)  # still held: "c" is pending
+    taken = coordinator.take(1, "me")
+    assert taken is not None
+    assert [e.event_id for e in taken[0]] == ["c"]
+    assert taken[1] == {"customer_id": "x"}
+    assert coordinator.settle(1, "me", taken[0], "dead_lettered")
+    assert store.get("order-sync:done:c") == "dead_lettered:0"
+    assert coordinator.take(1, "me") is None  # released
+
+
+def test_settling_after_the_lock_ran_out_ends_the_round(store: Store) -> None:
+    coordinator = OrderCoordinator(store, 3600, lock_ttl=0.05)
+    coordinator.begin(_event("a", 1, customer_id=1), {}, "me")  # type: ignore[arg-type]
+    taken = coordinator.take(1, "me")
+    assert taken is not None
+    threading.Event().wait(0.1)
+    coordinator.begin(_event("b", 2, customer_id=2), {}, "you")  # type: ignore[arg-type]
+    assert coordinator.settle(1, "me", taken[0], "applied", {})  # "b" is the new holder's
+    assert store.get("order-sync:done:a") == "applied"
+    assert coordinator.take(1, "you") is not None

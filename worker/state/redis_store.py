@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from worker.state.store import StoreUnavailable
+from worker.state.store import Lock, StoreUnavailable, Taken
 
 T = TypeVar("T")
 
@@ -27,6 +27,44 @@ _TAKE_ALL = """
 local all = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
 return all
+"""
+# The three hot-path operations (see worker.state.store). The done keys of taken fields are
+# built inside the script, so this store needs one Redis server, not a Redis Cluster.
+_ADD_UNLESS_DONE = """
+local done = redis.call('GET', KEYS[1])
+if done and ARGV[4] == '0' then return {done, 0} end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local claimed = 0
+if KEYS[3] and redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then claimed = 1 end
+return {done or '', claimed}
+"""
+_TAKE_ALL_IF_LOCKED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local all = redis.call('HGETALL', KEYS[2])
+redis.call('DEL', KEYS[2])
+local done = {}
+for i = 1, #all, 2 do
+  done[#done + 1] = redis.call('GET', ARGV[3] .. all[i]) or ''
+end
+return {all, done, redis.call('HGETALL', KEYS[3])}
+"""
+_SETTLE = """
+local ttl = ARGV[2]
+local count = tonumber(ARGV[3])
+for i = 0, count - 1 do
+  redis.call('SET', ARGV[4 + 2 * i], ARGV[5 + 2 * i], 'PX', ttl)
+end
+local first = 4 + 2 * count
+if #ARGV >= first then
+  redis.call('HSET', KEYS[1], unpack(ARGV, first, #ARGV))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('DEL', KEYS[3])
+return 1
 """
 # GCRA: keep the time of the next free slot; each caller reserves one and waits until it.
 _RESERVE = """
@@ -51,6 +89,9 @@ class RedisStore:
         self._extend = self._redis.register_script(_EXTEND)
         self._take_all = self._redis.register_script(_TAKE_ALL)
         self._reserve = self._redis.register_script(_RESERVE)
+        self._add_unless_done = self._redis.register_script(_ADD_UNLESS_DONE)
+        self._take_all_if_locked = self._redis.register_script(_TAKE_ALL_IF_LOCKED)
+        self._settle = self._redis.register_script(_SETTLE)
 
     def _call(self, operation: Callable[[], T]) -> T:
         try:
@@ -90,6 +131,55 @@ class RedisStore:
     def hash_take_all(self, key: str) -> dict[str, str]:
         flat: Any = self._call(lambda: self._take_all(keys=[key]))
         return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+    def add_unless_done(
+        self,
+        done_key: str,
+        hash_key: str,
+        field: str,
+        value: str,
+        ttl: float,
+        *,
+        lock: Lock | None = None,
+        even_if_done: bool = False,
+    ) -> tuple[str | None, bool]:
+        keys = [done_key, hash_key] + ([lock.key] if lock else [])
+        args: list[str | int] = [field, value, _ms(ttl), int(even_if_done)]
+        if lock:
+            args += [lock.owner, _ms(lock.ttl)]
+        done, claimed = self._call(lambda: self._add_unless_done(keys=keys, args=args))
+        return done or None, bool(claimed)
+
+    def take_all_if_locked(
+        self, lock: Lock, hash_key: str, done_prefix: str, versions_key: str
+    ) -> Taken | None:
+        keys = [lock.key, hash_key, versions_key]
+        args: list[str | int] = [lock.owner, _ms(lock.ttl), done_prefix]
+        found: Any = self._call(lambda: self._take_all_if_locked(keys=keys, args=args))
+        if found is None:
+            return None
+        flat, done, versions = found
+        names = flat[0::2]
+        return Taken(
+            fields=dict(zip(names, flat[1::2], strict=True)),
+            done={name: value for name, value in zip(names, done, strict=True) if value},
+            versions=dict(zip(versions[0::2], versions[1::2], strict=True)),
+        )
+
+    def settle(
+        self,
+        done: dict[str, str],
+        ttl: float,
+        versions_key: str,
+        versions: dict[str, str],
+        hash_key: str,
+        lock: Lock,
+    ) -> bool:
+        args: list[str | int] = [lock.owner, _ms(ttl), len(done)]
+        for pair in (*done.items(), *versions.items()):
+            args.extend(pair)
+        keys = [versions_key, hash_key, lock.key]
+        return bool(self._call(lambda: self._settle(keys=keys, args=args)))
 
     def reserve_slot(self, key: str, interval: float) -> float:
         return float(self._call(lambda: self._reserve(keys=[key], args=[interval])))

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from worker.state.store import StoreUnavailable
+from worker.state.store import Lock, StoreUnavailable, Taken
 
 T = TypeVar("T")
 SWEEP_EVERY = 500  # operations between sweeps of expired rows
@@ -82,14 +82,46 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else str(row[0])
 
-    def claim(self, key: str, value: str, ttl: float) -> bool:
-        def claim(db: sqlite3.Connection, now: float) -> bool:
-            if self._live(db, key, now) is not None:
-                return False
-            db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (key, value, now + ttl))
-            return True
+    @classmethod
+    def _claim(cls, db: sqlite3.Connection, key: str, value: str, now: float, ttl: float) -> bool:
+        if cls._live(db, key, now) is not None:
+            return False
+        db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (key, value, now + ttl))
+        return True
 
-        return self._run(claim)
+    @staticmethod
+    def _extend(db: sqlite3.Connection, key: str, value: str, now: float, ttl: float) -> bool:
+        updated = db.execute(
+            "UPDATE kv SET expires = ? WHERE key = ? AND value = ? AND expires >= ?",
+            (now + ttl, key, value, now),
+        )
+        return updated.rowcount > 0
+
+    @staticmethod
+    def _hash_put(
+        db: sqlite3.Connection, key: str, fields: dict[str, str], now: float, ttl: float
+    ) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO hash VALUES (?, ?, ?, ?)",
+            [(key, name, value, now + ttl) for name, value in fields.items()],
+        )
+        db.execute("UPDATE hash SET expires = ? WHERE key = ?", (now + ttl, key))
+
+    @staticmethod
+    def _hash_get_all(db: sqlite3.Connection, key: str, now: float) -> dict[str, str]:
+        rows = db.execute(
+            "SELECT field, value FROM hash WHERE key = ? AND expires >= ?", (key, now)
+        ).fetchall()
+        return {str(name): str(value) for name, value in rows}
+
+    @classmethod
+    def _hash_take_all(cls, db: sqlite3.Connection, key: str, now: float) -> dict[str, str]:
+        fields = cls._hash_get_all(db, key, now)
+        db.execute("DELETE FROM hash WHERE key = ?", (key,))
+        return fields
+
+    def claim(self, key: str, value: str, ttl: float) -> bool:
+        return self._run(lambda db, now: self._claim(db, key, value, now, ttl))
 
     def release(self, key: str, value: str) -> bool:
         def release(db: sqlite3.Connection, now: float) -> bool:
@@ -100,14 +132,7 @@ class SqliteStore:
         return self._run(release)
 
     def extend(self, key: str, value: str, ttl: float) -> bool:
-        def extend(db: sqlite3.Connection, now: float) -> bool:
-            updated = db.execute(
-                "UPDATE kv SET expires = ? WHERE key = ? AND value = ? AND expires >= ?",
-                (now + ttl, key, value, now),
-            )
-            return updated.rowcount > 0
-
-        return self._run(extend)
+        return self._run(lambda db, now: self._extend(db, key, value, now, ttl))
 
     def get(self, key: str) -> str | None:
         return self._run(lambda db, now: self._live(db, key, now))
@@ -120,33 +145,75 @@ class SqliteStore:
         self._run(put)
 
     def hash_put(self, key: str, fields: dict[str, str], ttl: float) -> None:
-        def hash_put(db: sqlite3.Connection, now: float) -> None:
-            db.executemany(
-                "INSERT OR REPLACE INTO hash VALUES (?, ?, ?, ?)",
-                [(key, name, value, now + ttl) for name, value in fields.items()],
-            )
-            db.execute("UPDATE hash SET expires = ? WHERE key = ?", (now + ttl, key))
-
-        self._run(hash_put)
+        self._run(lambda db, now: self._hash_put(db, key, fields, now, ttl))
 
     def hash_get_all(self, key: str) -> dict[str, str]:
-        def get_all(db: sqlite3.Connection, now: float) -> dict[str, str]:
-            rows = db.execute(
-                "SELECT field, value FROM hash WHERE key = ? AND expires >= ?", (key, now)
-            )
-            return {str(name): str(value) for name, value in rows}
-
-        return self._run(get_all)
+        return self._run(lambda db, now: self._hash_get_all(db, key, now))
 
     def hash_take_all(self, key: str) -> dict[str, str]:
-        def take_all(db: sqlite3.Connection, now: float) -> dict[str, str]:
-            rows = db.execute(
-                "SELECT field, value FROM hash WHERE key = ? AND expires >= ?", (key, now)
-            ).fetchall()
-            db.execute("DELETE FROM hash WHERE key = ?", (key,))
-            return {str(name): str(value) for name, value in rows}
+        return self._run(lambda db, now: self._hash_take_all(db, key, now))
 
-        return self._run(take_all)
+    def add_unless_done(
+        self,
+        done_key: str,
+        hash_key: str,
+        field: str,
+        value: str,
+        ttl: float,
+        *,
+        lock: Lock | None = None,
+        even_if_done: bool = False,
+    ) -> tuple[str | None, bool]:
+        def add(db: sqlite3.Connection, now: float) -> tuple[str | None, bool]:
+            done = self._live(db, done_key, now)
+            if done is not None and not even_if_done:
+                return done, False
+            self._hash_put(db, hash_key, {field: value}, now, ttl)
+            claimed = lock is not None and self._claim(db, lock.key, lock.owner, now, lock.ttl)
+            return done, claimed
+
+        return self._run(add)
+
+    def take_all_if_locked(
+        self, lock: Lock, hash_key: str, done_prefix: str, versions_key: str
+    ) -> Taken | None:
+        def take(db: sqlite3.Connection, now: float) -> Taken | None:
+            if not self._extend(db, lock.key, lock.owner, now, lock.ttl):
+                return None
+            fields = self._hash_take_all(db, hash_key, now)
+            done = {name: self._live(db, done_prefix + name, now) for name in fields}
+            return Taken(
+                fields=fields,
+                done={name: value for name, value in done.items() if value is not None},
+                versions=self._hash_get_all(db, versions_key, now),
+            )
+
+        return self._run(take)
+
+    def settle(
+        self,
+        done: dict[str, str],
+        ttl: float,
+        versions_key: str,
+        versions: dict[str, str],
+        hash_key: str,
+        lock: Lock,
+    ) -> bool:
+        def settle(db: sqlite3.Connection, now: float) -> bool:
+            db.executemany(
+                "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
+                [(key, value, now + ttl) for key, value in done.items()],
+            )
+            if versions:
+                self._hash_put(db, versions_key, versions, now, ttl)
+            if self._live(db, lock.key, now) != lock.owner:
+                return True
+            if self._hash_get_all(db, hash_key, now):
+                return False
+            db.execute("DELETE FROM kv WHERE key = ?", (lock.key,))
+            return True
+
+        return self._run(settle)
 
     def reserve_slot(self, key: str, interval: float) -> float:
         def reserve(db: sqlite3.Connection, now: float) -> float:

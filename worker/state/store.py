@@ -8,11 +8,30 @@ without it, so an outage delays events but never reorders or loses them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 
 class StoreUnavailable(Exception):
     """The shared store did not answer; the operation did not happen."""
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A lock held in the store: ``key`` holds ``owner`` for ``ttl`` seconds unless renewed."""
+
+    key: str
+    owner: str
+    ttl: float
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What ``take_all_if_locked`` removed from a hash, and what it read alongside."""
+
+    fields: dict[str, str]
+    done: dict[str, str]  # field -> value at ``done_prefix + field``, for those that have one
+    versions: dict[str, str]
 
 
 class Store(Protocol):
@@ -36,6 +55,47 @@ class Store(Protocol):
 
     def hash_take_all(self, key: str) -> dict[str, str]:
         """Return every field of a hash and delete it, in one step."""
+
+    # Each of the next three is one round trip: they are what one event costs on the hot path.
+    def add_unless_done(
+        self,
+        done_key: str,
+        hash_key: str,
+        field: str,
+        value: str,
+        ttl: float,
+        *,
+        lock: Lock | None = None,
+        even_if_done: bool = False,
+    ) -> tuple[str | None, bool]:
+        """Read ``done_key``; unless it holds a value (or ``even_if_done``), set ``field`` of
+        ``hash_key`` (whose lifetime becomes ``ttl``) and, given a lock, try to claim it.
+
+        Returns ``done_key``'s value and whether the lock was claimed.
+        """
+
+    def take_all_if_locked(
+        self, lock: Lock, hash_key: str, done_prefix: str, versions_key: str
+    ) -> Taken | None:
+        """Renew ``lock``; if it is still ours, take every field of ``hash_key``, with the
+        value at ``done_prefix + field`` of each, and read the whole ``versions_key`` hash.
+        None if the lock is no longer ours."""
+
+    def settle(
+        self,
+        done: dict[str, str],
+        ttl: float,
+        versions_key: str,
+        versions: dict[str, str],
+        hash_key: str,
+        lock: Lock,
+    ) -> bool:
+        """Set each ``done`` key and merge ``versions`` into ``versions_key`` (all with lifetime
+        ``ttl``); then release ``lock`` if ``hash_key`` is empty.
+
+        True when the lock holder is finished: nothing is left in ``hash_key`` and the lock is
+        released, or the lock is no longer its own. False means more arrived meanwhile.
+        """
 
     def reserve_slot(self, key: str, interval: float) -> float:
         """Reserve the next send slot spaced ``interval`` seconds apart; seconds to wait for it."""
