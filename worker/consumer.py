@@ -40,7 +40,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         ]
 
     def forward(self, message: Message) -> None:
-        from worker.tasks import apply_order_event
+        from worker.tasks import apply_order_event, reprs
 
         props: dict[str, Any] = message.properties or {}
         envelope = pipeline.envelope(
@@ -51,9 +51,20 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             history=replay_history(message.headers),
         )
         metrics.EVENTS_RECEIVED.inc()
-        self.announce(envelope)
         try:
-            apply_order_event.apply_async(args=(envelope,), queue=TASKS_QUEUE.name)
+            finished, validated = self.announce(envelope)
+        finally:
+            structlog.contextvars.clear_contextvars()
+        if finished is not None:  # a redelivery or a publisher's retry: nothing left to do
+            message.ack()
+            return
+        try:
+            apply_order_event.apply_async(
+                args=(envelope,),
+                kwargs={"event": validated} if validated else {},
+                queue=TASKS_QUEUE.name,
+                **reprs(envelope, validated),
+            )
         except Exception as exc:
             log.error("could not queue event; returned to the events queue", error=str(exc))
             message.requeue()
@@ -61,23 +72,22 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         message.ack()
 
     @staticmethod
-    def announce(envelope: dict[str, Any]) -> None:
-        """Put the event in its order's pending set now, ahead of its task.
+    def announce(envelope: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+        """Validate the event and put it in its order's pending set now, ahead of its task.
 
         Under a backlog this reader runs far ahead of the pool, so the task that next writes an
-        order finds every event waiting for it and sends them as one PUT. Best effort: the task
-        adds its event again anyway, so a failure here only costs the merge.
+        order finds every event waiting for it and sends them as one PUT. Returns how the event
+        already ended, if it did, and the validated event for its task, so the schema runs once
+        per event. An invalid event, or a store that did not answer, gives (None, None): the
+        task works it out from the envelope.
         """
         try:
             event = pipeline.prepare(envelope, pipeline.Progress())
-            coordinator = runtime.current().coordinator
-            replays = len(envelope.get("history") or [])
-            if coordinator.outcome(event.event_id, replays) is not None:
-                # Already handled before it arrived: a redelivery or a publisher's retry.
-                metrics.EVENTS_SKIPPED.labels(why="duplicate").inc()
-                return
-            coordinator.enqueue(event, envelope)
-        except Exception as exc:  # never let this stop the forwarding
+            finished = runtime.current().coordinator.announce(event, envelope)
+        except Exception as exc:  # the task handles the event either way
             log.debug("event not announced to its order", error=str(exc))
-        finally:
-            structlog.contextvars.clear_contextvars()
+            return None, None
+        if finished is not None:
+            metrics.EVENTS_SKIPPED.labels(why="duplicate").inc()
+            log.info("event already handled", outcome=finished)
+        return finished, pipeline.as_validated(event)

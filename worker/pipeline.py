@@ -10,6 +10,7 @@ queue at once; ``SellercloudError`` subclasses say whether the API call is worth
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,11 +133,34 @@ class Progress:
         structlog.contextvars.bind_contextvars(event_id=self.event_id, order_id=self.order_id)
 
 
-def prepare(env: dict[str, Any], progress: Progress) -> OrderChange:
-    """Decode and validate, recording each step in ``progress``; raises EventRejected."""
+def prepare(
+    env: dict[str, Any], progress: Progress, validated: dict[str, Any] | None = None
+) -> OrderChange:
+    """Decode and validate, recording each step in ``progress``; raises EventRejected.
+
+    ``validated`` is what ``as_validated`` made of this same event earlier in the worker: the
+    schema has passed it already and does not run again.
+    """
     progress.payload = decode(env)
     progress.note_ids()
+    if validated is not None:
+        return OrderChange(
+            event_id=validated["event_id"],
+            order_id=validated["order_id"],
+            occurred_at=dt.datetime.fromisoformat(validated["occurred_at"]),
+            changes=validated["changes"],
+        )
     return parse(progress.payload)
+
+
+def as_validated(event: OrderChange) -> dict[str, Any]:
+    """A validated event as a JSON-safe task argument, for ``prepare`` to take as it is."""
+    return {
+        "event_id": event.event_id,
+        "order_id": event.order_id,
+        "occurred_at": event.occurred_at.isoformat(),
+        "changes": event.changes,
+    }
 
 
 def _entry(
