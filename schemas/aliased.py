@@ -7,6 +7,7 @@ both names so the Update Order body and the JSON Schema are built from the same 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -47,9 +48,15 @@ class AliasedSchema(Schema):
     class Meta:
         unknown = RAISE
 
+    @functools.cached_property
     def _specs(self) -> dict[str, fields.Field[Any]]:
-        """The snake_case field of each pair, keyed by its snake_case name."""
-        return {name: f for name, f in self.fields.items() if f.metadata.get(SNAKE) == name}
+        """The snake_case field of each pair, keyed by its snake_case name.
+
+        From every declared field: a schema loading ``only`` the fields given still has to
+        report the required ones that were not.
+        """
+        declared = self.declared_fields
+        return {name: f for name, f in declared.items() if f.metadata.get(SNAKE) == name}
 
     # Runs on the raw input even when some fields failed, so one pass reports every problem.
     @validates_schema(pass_original=True, skip_on_field_errors=False)
@@ -59,10 +66,11 @@ class AliasedSchema(Schema):
         if not isinstance(original, dict):
             return
         errors: dict[str, list[str]] = {}
+        declared = self.declared_fields
         speaks_sellercloud = any(
-            key in self.fields and self.fields[key].metadata.get(PASCAL) == key for key in original
+            key in declared and declared[key].metadata.get(PASCAL) == key for key in original
         )
-        for snake, field in self._specs().items():
+        for snake, field in self._specs.items():
             pascal = field.metadata[PASCAL]
             if snake in original and pascal in original:
                 errors[pascal] = [f"Given both as {snake!r} and {pascal!r}; send one of them."]
@@ -81,7 +89,7 @@ class AliasedSchema(Schema):
     @post_load
     def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         return {
-            self.fields[key].metadata[SNAKE]: value
+            self.declared_fields[key].metadata[SNAKE]: value
             for key, value in data.items()
             if value is not None
         }

@@ -10,6 +10,7 @@ complete, Country and State are two-letter codes and State is required for US an
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,13 +166,53 @@ class OrderChangeEventSchema(Schema):
         return OrderChange(**data)
 
 
-# Loading does not mutate the schema, and building one per event would cost more than the load.
-_EVENT_SCHEMA = OrderChangeEventSchema()
+_TOP_LEVEL = ("event_id", "order_id", "occurred_at", "changes")
+_CHANGE_NAMES = frozenset(n for spec in CHANGE_FIELDS for n in (spec.snake, spec.pascal))
+_ADDRESS_NAMES = frozenset(n for spec in ADDRESS_FIELDS for n in (spec.snake, spec.pascal))
+_ADDRESS_KEYS = frozenset(
+    n
+    for spec in CHANGE_FIELDS
+    if spec.snake in ("shipping_address", "billing_address")
+    for n in (spec.snake, spec.pascal)
+)
+Shape = tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]
+
+
+def _shape(payload: dict[str, Any]) -> Shape:
+    """Which declared change and address fields an event gives (unknown keys stay unknown)."""
+    changes = payload.get("changes")
+    if not isinstance(changes, dict):
+        return (), ()
+    given = tuple(sorted(k for k in changes if k in _CHANGE_NAMES))
+    addresses = tuple(
+        (k, tuple(sorted(a for a in changes[k] if a in _ADDRESS_NAMES)))
+        for k in given
+        if k in _ADDRESS_KEYS and isinstance(changes[k], dict)
+    )
+    return given, addresses
+
+
+# Marshmallow visits every declared field on each load, given or not, and with both spellings
+# declared an event would pay for about 50 fields to load the 15 it carries. A schema limited to
+# the fields given (``only``) loads the same data with the same errors in a third of the time;
+# one is kept per shape of input, and building one per event would cost more than the load.
+@functools.lru_cache(maxsize=256)
+def _schema_for(shape: Shape) -> OrderChangeEventSchema:
+    given, addresses = shape
+    nested = dict(addresses)
+    only = list(_TOP_LEVEL)
+    for key in given:
+        fields_given = nested.get(key, ())
+        if fields_given:
+            only += [f"changes.{key}.{name}" for name in fields_given]
+        else:
+            only.append(f"changes.{key}")
+    return OrderChangeEventSchema(only=only)
 
 
 def load_event(payload: Any) -> OrderChange:
     """Validate one decoded event; raises ``marshmallow.ValidationError`` naming each bad field."""
     if not isinstance(payload, dict):
         raise ValidationError({"_schema": ["An event must be a JSON object."]})
-    result: OrderChange = _EVENT_SCHEMA.load(payload)
+    result: OrderChange = _schema_for(_shape(payload)).load(payload)
     return result
