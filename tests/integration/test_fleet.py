@@ -79,15 +79,16 @@ def test_two_workers_never_write_one_order_at_once_and_coalesce_a_burst(
     fleet: Pipeline,
 ) -> None:
     fleet.state.latency_ms = 100
-    fleet.start_worker()
-    fleet.start_worker()
     orders = [9720 + i for i in range(10)]
     burst = [
         event(order_id, minute % 60, customer_id=minute)
         for minute in range(30)
         for order_id in orders
     ]
+    # A backlog, as after an outage: the workers' event readers run ahead of their pools.
     fleet.publish(*burst)
+    fleet.start_worker()
+    fleet.start_worker()
     wait_for(
         lambda: all((fleet.state.order(o) or {}).get("CustomerId") == 29 for o in orders),
         timeout=90,
