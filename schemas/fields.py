@@ -16,7 +16,19 @@ from marshmallow import fields, validate
 INT32_MAX = 2**31 - 1
 
 
-class StrictInteger(fields.Integer):
+class _SkipsEmptyValidation(fields.Field[Any]):
+    """A field that does not run validation when it has no validators.
+
+    marshmallow builds a validator chain for every field on every load, validators or not; with
+    the fifteen or so fields of a typical event that was a fifth of the time spent validating.
+    """
+
+    def _validate(self, value: Any) -> None:
+        if self.validators:
+            super()._validate(value)
+
+
+class StrictInteger(_SkipsEmptyValidation, fields.Integer):
     """A JSON integer that fits Sellercloud's int32; bools and floats are refused."""
 
     default_error_messages = {"invalid": "Not a valid integer."}
@@ -39,7 +51,7 @@ class StrictInteger(fields.Integer):
         return schema
 
 
-class StrictBoolean(fields.Boolean):
+class StrictBoolean(_SkipsEmptyValidation, fields.Boolean):
     """Only JSON ``true`` or ``false``; ``"yes"``, ``1`` and ``"true"`` are errors."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
@@ -51,16 +63,28 @@ class StrictBoolean(fields.Boolean):
         return {"type": ["boolean", "null"] if self.allow_none else "boolean"}
 
 
-class Text(fields.String):
+class Text(_SkipsEmptyValidation, fields.String):
     """A string with a length cap, so a runaway upstream cannot push megabytes into a PUT."""
 
+    default_error_messages = {
+        "too_long": validate.Length.message_max,
+        "blank": "Must not be blank.",
+    }
+
     def __init__(self, *, max_length: int = 500, required_text: bool = False, **kwargs: Any):
-        validators: list[validate.Validator] = [validate.Length(max=max_length)]
-        if required_text:
-            validators.append(validate.Regexp(r"\S", error="Must not be blank."))
-        super().__init__(validate=validators, **kwargs)
+        super().__init__(**kwargs)
         self.required_text = required_text
         self.max_length = max_length
+
+    # Checked here rather than by validator objects: an address has a dozen of these fields,
+    # and each validator call costs more than both checks together.
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if len(text) > self.max_length:
+            raise self.make_error("too_long", max=self.max_length)
+        if self.required_text and (not text or text.isspace()):
+            raise self.make_error("blank")
+        return text
 
     def _jsonschema_type_mapping(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": ["string", "null"] if self.allow_none else "string"}
@@ -70,7 +94,7 @@ class Text(fields.String):
         return schema
 
 
-class TwoLetterCode(fields.String):
+class TwoLetterCode(_SkipsEmptyValidation, fields.String):
     """A two-letter code (ISO country, US state, Canadian province), upper-cased on load."""
 
     default_error_messages = {"code": "Must be a two-letter code, such as {example}."}
@@ -92,7 +116,7 @@ class TwoLetterCode(fields.String):
         }
 
 
-class EnumName(fields.String):
+class EnumName(_SkipsEmptyValidation, fields.String):
     """A Sellercloud enum given by name; the Update Order body carries its integer value."""
 
     default_error_messages = {
