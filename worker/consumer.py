@@ -4,10 +4,16 @@ Upstream systems publish plain JSON, which Celery would discard as an unknown me
 queue. This consumer step reads the events queue and turns each message into an
 ``order_sync.apply_order_event`` task, keeping the body exactly as received. The raw message is
 acked only after the broker confirmed the task, so a crash in between duplicates, never loses.
+
+Forwarding waits on the shared store and on the broker's confirm, so a few threads do it side by
+side, off the consumer's event loop; they ack through Celery's own ``call_soon_ack``, as the
+threads pool does for task messages.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -20,12 +26,29 @@ from worker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
 
 log = structlog.get_logger(__name__)
 
-# Enough to keep the forwarding loop busy without hoarding events another worker could take.
+# Enough to keep the forwarders busy without hoarding events another worker could take.
 EVENT_PREFETCH = 64
+# Each forward spends most of its time waiting for the store and the broker's confirm.
+FORWARDERS = 4
 
 
 class EventConsumerStep(bootsteps.ConsumerStep):
     """Started (and restarted after every reconnect) with the worker's consumer."""
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.forwarders = ThreadPoolExecutor(FORWARDERS, thread_name_prefix="event-forwarder")
+        self.call_soon_ack: Callable[..., Any] = lambda ack: ack()
+
+    def start(self, c: Any) -> None:
+        self.call_soon_ack = c.call_soon_ack
+        super().start(c)
+
+    def shutdown(self, c: Any) -> None:
+        super().shutdown(c)
+        # Events still being forwarded go back to the queue unacked: their task is queued
+        # again by whichever worker reads them next (the task is idempotent).
+        self.forwarders.shutdown(wait=False, cancel_futures=True)
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
         # Declared by the worker too, so a worker started first keeps events published later.
@@ -34,10 +57,13 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             Consumer(
                 channel,
                 queues=[EVENTS_QUEUE],
-                on_message=self.forward,
+                on_message=self.submit,
                 prefetch_count=EVENT_PREFETCH,
             )
         ]
+
+    def submit(self, message: Message) -> None:
+        self.forwarders.submit(self.forward, message)
 
     def forward(self, message: Message) -> None:
         from worker.tasks import apply_order_event, reprs
@@ -56,7 +82,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         finally:
             structlog.contextvars.clear_contextvars()
         if finished is not None:  # a redelivery or a publisher's retry: nothing left to do
-            message.ack()
+            self.call_soon_ack(message.ack)
             return
         try:
             apply_order_event.apply_async(
@@ -67,9 +93,9 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             )
         except Exception as exc:
             log.error("could not queue event; returned to the events queue", error=str(exc))
-            message.requeue()
+            self.call_soon_ack(message.requeue)
             return
-        message.ack()
+        self.call_soon_ack(message.ack)
 
     @staticmethod
     def announce(envelope: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
