@@ -65,27 +65,24 @@ class FleetRateLimiter:
         self.sleep = sleep
 
     def wait(self) -> None:
-        paused_until = self.store.get(PAUSE_KEY)
-        if paused_until is not None:
-            remaining = float(paused_until) - time.time()
-            if remaining > 0:
-                raise RateLimited(
-                    "the API asked every worker to wait (HTTP 429)",
-                    reset_at=dt.datetime.fromtimestamp(float(paused_until), dt.UTC),
-                )
-        if self.rate is None:
-            return
-        # Look before reserving: a slot reserved and then not used is budget thrown away.
-        next_slot = self.store.get(SLOT_KEY)
-        if next_slot is not None and float(next_slot) - time.time() > LONGEST_SLEEP:
+        # One round trip: the pause, the look ahead (a slot reserved and then not used is
+        # budget thrown away) and the reservation happen together in the store.
+        state, value = self.store.take_slot(
+            PAUSE_KEY, SLOT_KEY, self.rate.interval if self.rate else None, LONGEST_SLEEP
+        )
+        if state == "paused":
+            raise RateLimited(
+                "the API asked every worker to wait (HTTP 429)",
+                reset_at=dt.datetime.fromtimestamp(value, dt.UTC),
+            )
+        if state == "full" and self.rate is not None:
             raise RateLimited(
                 f"rate limit {self.rate.calls}/{self.rate.per_seconds:g}s reached by the fleet",
-                reset_at=dt.datetime.fromtimestamp(float(next_slot), dt.UTC),
+                reset_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=value),
             )
-        delay = self.store.reserve_slot(SLOT_KEY, self.rate.interval)
-        if delay > 0:
-            RATE_LIMIT_WAIT.inc(delay)
-            self.sleep(delay)
+        if state == "reserved" and value > 0:
+            RATE_LIMIT_WAIT.inc(value)
+            self.sleep(value)
 
     def pause_fleet(self, until: dt.datetime | None, fallback_seconds: float) -> float:
         """After a 429: every worker waits until ``until``; returns the seconds to wait."""

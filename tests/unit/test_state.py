@@ -69,7 +69,7 @@ def test_concurrent_reservations_each_get_their_own_slot(store: Store) -> None:
     started = time.time()
     waits: list[float] = []
     threads = [
-        threading.Thread(target=lambda: waits.append(store.reserve_slot("slot", 1.0)))
+        threading.Thread(target=lambda: waits.append(store.take_slot("pause", "slot", 1.0, 60)[1]))
         for _ in range(20)
     ]
     for thread in threads:
@@ -81,6 +81,20 @@ def test_concurrent_reservations_each_get_their_own_slot(store: Store) -> None:
     next_free = float(store.get("slot") or 0) - started
     assert 19.9 < next_free < 20.5
     assert sorted(round(w) for w in waits) == list(range(20))
+
+
+def test_taking_a_slot_honours_a_pause_and_never_reserves_one_too_far(store: Store) -> None:
+    assert store.take_slot("pause", "slot", None, 5) == ("free", 0.0)
+    store.put("pause", str(time.time() + 30), ttl=31)
+    state, until = store.take_slot("pause", "slot", 1.0, 5)
+    assert state == "paused" and until > time.time() + 29
+    store.put("pause", str(time.time() - 1), ttl=5)  # over, by the caller's clock
+    assert store.take_slot("pause", "slot", 2.0, 5)[0] == "reserved"
+    assert store.take_slot("pause", "slot", 2.0, 5)[0] == "reserved"  # 2 s away
+    assert store.take_slot("pause", "slot", 2.0, 5)[0] == "reserved"  # 4 s away
+    state, seconds = store.take_slot("pause", "slot", 2.0, 5)
+    assert state == "full" and 5 < seconds <= 6  # 6 s away: not taken
+    assert store.take_slot("pause", "slot", 2.0, 5)[0] == "full"  # still 6 s: nothing was taken
 
 
 def test_redis_outage_is_store_unavailable() -> None:

@@ -6,6 +6,7 @@ their calls correctly.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -66,16 +67,22 @@ if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('DEL', KEYS[3])
 return 1
 """
-# GCRA: keep the time of the next free slot; each caller reserves one and waits until it.
-_RESERVE = """
+# GCRA: keep the time of the next free slot; each caller reserves one and waits until it. The
+# pause is a time written by a client's clock, so it is compared with the caller's (ARGV[3]);
+# slots use the server's clock, so hosts with drifting clocks still space their calls.
+_TAKE_SLOT = """
+local paused = redis.call('GET', KEYS[1])
+if paused and tonumber(paused) > tonumber(ARGV[3]) then return {'paused', paused} end
+if ARGV[1] == '' then return {'free', '0'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
-local slot = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = tonumber(redis.call('GET', KEYS[2]) or '0')
 if slot < now then slot = now end
+if slot - now > tonumber(ARGV[2]) then return {'full', tostring(slot - now)} end
 local keep_ms = math.ceil((slot - now + interval) * 1000) + 1000
-redis.call('SET', KEYS[1], tostring(slot + interval), 'PX', keep_ms)
-return tostring(slot - now)
+redis.call('SET', KEYS[2], tostring(slot + interval), 'PX', keep_ms)
+return {'reserved', tostring(slot - now)}
 """
 
 
@@ -88,7 +95,7 @@ class RedisStore:
         self._release = self._redis.register_script(_RELEASE)
         self._extend = self._redis.register_script(_EXTEND)
         self._take_all = self._redis.register_script(_TAKE_ALL)
-        self._reserve = self._redis.register_script(_RESERVE)
+        self._take_slot = self._redis.register_script(_TAKE_SLOT)
         self._add_unless_done = self._redis.register_script(_ADD_UNLESS_DONE)
         self._take_all_if_locked = self._redis.register_script(_TAKE_ALL_IF_LOCKED)
         self._settle = self._redis.register_script(_SETTLE)
@@ -181,8 +188,12 @@ class RedisStore:
         keys = [versions_key, hash_key, lock.key]
         return bool(self._call(lambda: self._settle(keys=keys, args=args)))
 
-    def reserve_slot(self, key: str, interval: float) -> float:
-        return float(self._call(lambda: self._reserve(keys=[key], args=[interval])))
+    def take_slot(
+        self, pause_key: str, slot_key: str, interval: float | None, longest_wait: float
+    ) -> tuple[str, float]:
+        args = ["" if interval is None else interval, longest_wait, time.time()]
+        state, value = self._call(lambda: self._take_slot(keys=[pause_key, slot_key], args=args))
+        return str(state), float(value)
 
     def close(self) -> None:
         self._redis.close()

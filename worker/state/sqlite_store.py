@@ -215,16 +215,25 @@ class SqliteStore:
 
         return self._run(settle)
 
-    def reserve_slot(self, key: str, interval: float) -> float:
-        def reserve(db: sqlite3.Connection, now: float) -> float:
-            slot = max(float(self._live(db, key, now) or 0.0), now)
-            expires = slot + interval + 1
+    def take_slot(
+        self, pause_key: str, slot_key: str, interval: float | None, longest_wait: float
+    ) -> tuple[str, float]:
+        def take(db: sqlite3.Connection, now: float) -> tuple[str, float]:
+            paused = self._live(db, pause_key, now)
+            if paused is not None and float(paused) > now:
+                return "paused", float(paused)
+            if interval is None:
+                return "free", 0.0
+            slot = max(float(self._live(db, slot_key, now) or 0.0), now)
+            if slot - now > longest_wait:
+                return "full", slot - now
             db.execute(
-                "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (key, str(slot + interval), expires)
+                "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
+                (slot_key, str(slot + interval), slot + interval + 1),
             )
-            return slot - now
+            return "reserved", slot - now
 
-        return self._run(reserve)
+        return self._run(take)
 
     def close(self) -> None:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)

@@ -97,8 +97,16 @@ class Store(Protocol):
         released, or the lock is no longer its own. False means more arrived meanwhile.
         """
 
-    def reserve_slot(self, key: str, interval: float) -> float:
-        """Reserve the next send slot spaced ``interval`` seconds apart; seconds to wait for it."""
+    def take_slot(
+        self, pause_key: str, slot_key: str, interval: float | None, longest_wait: float
+    ) -> tuple[str, float]:
+        """The fleet's rate limit before one call, in one round trip.
+
+        ``("paused", until)`` while ``pause_key`` holds a UNIX time still to come; otherwise,
+        with no ``interval``, ``("free", 0)``; otherwise ``("full", seconds)`` when the next
+        slot (spaced ``interval`` seconds apart) is over ``longest_wait`` away, taking nothing;
+        otherwise it reserves that slot: ``("reserved", seconds to wait for it)``.
+        """
 
     def close(self) -> None: ...
 
