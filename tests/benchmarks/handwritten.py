@@ -1,0 +1,97 @@
+"""The simplest hand-written consumer, the yardstick for the pipeline's overhead.
+
+One kombu consumer on the events queue, a thread pool doing the PUTs with one
+``requests.Session`` per thread, each message acked after its PUT. No validation, retries,
+ordering, rate limit or dead letters: what someone would write in an afternoon.
+
+    python -m tests.benchmarks.handwritten CONCURRENCY
+
+reads the broker and the API from the same environment variables as the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+from kombu import Connection, Consumer, Message
+
+from worker.topology import EVENTS_QUEUE
+
+ENUMS = {"USD": 0, "Amazon": 4}
+ADDRESS_NAMES = {
+    "first_name": "FirstName",
+    "last_name": "LastName",
+    "zip_code": "ZipCode",
+    "city": "City",
+    "country": "Country",
+    "address_line_1": "AddressLine1",
+    "state": "State",
+}
+
+
+def body_of(changes: dict[str, Any]) -> dict[str, Any]:
+    """The same Update Order body the worker sends for a benchmark event."""
+    return {
+        "CustomerId": changes["customer_id"],
+        "OrderSource": ENUMS[changes["order_source"]],
+        "CurrencyCode": ENUMS[changes["currency_code"]],
+        "ShippingAddress": {ADDRESS_NAMES[k]: v for k, v in changes["shipping_address"].items()},
+    }
+
+
+def main() -> None:
+    concurrency = int(sys.argv[1])
+    base = os.environ["SELLERCLOUD_BASE_URL"]
+    credentials = {
+        "Username": os.environ["SELLERCLOUD_USERNAME"],
+        "Password": os.environ["SELLERCLOUD_PASSWORD"],
+    }
+    token = requests.post(f"{base}/token", json=credentials, timeout=10).json()["access_token"]
+    local = threading.local()
+    finished: queue.SimpleQueue[Message] = queue.SimpleQueue()
+
+    def put(message: Message) -> None:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+            session.headers["Authorization"] = f"Bearer {token}"
+        event = json.loads(message.body)
+        response = session.put(
+            f"{base}/Orders/{event['order_id']}", json=body_of(event["changes"]), timeout=10
+        )
+        response.raise_for_status()
+        finished.put(message)  # kombu channels are not thread-safe: the main thread acks
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with (
+        ThreadPoolExecutor(concurrency) as pool,
+        Connection(os.environ["CELERY_BROKER_URL"]) as connection,
+    ):
+        consumer = Consumer(
+            connection.default_channel,
+            queues=[EVENTS_QUEUE],
+            on_message=lambda message: pool.submit(put, message),
+            prefetch_count=concurrency * 4,  # as the worker: four per thread
+        )
+        with consumer:
+            print("handwritten consumer ready.", flush=True)
+            while not stop.is_set():
+                with contextlib.suppress(socket.timeout):
+                    connection.drain_events(timeout=0.005)
+                while not finished.empty():
+                    finished.get().ack()
+
+
+if __name__ == "__main__":
+    main()
