@@ -63,7 +63,16 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         ]
 
     def submit(self, message: Message) -> None:
-        self.forwarders.submit(self.forward, message)
+        self.forwarders.submit(self.forward_or_give_back, message)
+
+    def forward_or_give_back(self, message: Message) -> None:
+        # An error here would otherwise vanish into the thread pool and leave the message
+        # unacked, holding a prefetch slot until the connection closes.
+        try:
+            self.forward(message)
+        except Exception:
+            log.exception("event could not be forwarded; returned to the events queue")
+            self.call_soon_ack(message.requeue)
 
     def forward(self, message: Message) -> None:
         from worker.tasks import apply_order_event, reprs

@@ -80,7 +80,7 @@ def replay_history(headers: dict[str, Any] | None) -> list[dict[str, Any]]:
     raw = (headers or {}).get(HISTORY_HEADER)
     try:
         history = json.loads(raw) if isinstance(raw, str | bytes) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     return [step for step in history if isinstance(step, dict)] if isinstance(history, list) else []
 

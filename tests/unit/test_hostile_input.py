@@ -9,9 +9,11 @@ from typing import Any
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kombu import Producer
 
 from worker import pipeline
 from worker.sellercloud import SellercloudClient
+from worker.topology import EVENTS_QUEUE
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -115,3 +117,35 @@ def test_a_ca_bundle_and_proxy_from_the_environment_still_apply(monkeypatch: Any
     client = SellercloudClient("https://tt.api.sellercloud.com/rest/api", "u", "p", timeout=5)
     assert client.session.verify == "/etc/ssl/company-ca.pem"  # a bundle, still verifying
     assert client.session.proxies["https"] == "http://proxy.internal:3128"
+
+
+def test_a_deeply_nested_replay_header_is_no_history() -> None:
+    from worker.deadletter import HISTORY_HEADER, replay_history
+
+    assert replay_history({HISTORY_HEADER: "[" * 100_000 + "]" * 100_000}) == []
+    assert replay_history({HISTORY_HEADER: "not json"}) == []
+
+
+def test_an_event_that_cannot_be_forwarded_goes_back_to_its_queue(monkeypatch: Any) -> None:
+    from kombu import Connection
+
+    from worker.consumer import EventConsumerStep
+
+    with Connection("memory://") as connection:
+        queue = EVENTS_QUEUE(connection.default_channel)
+        queue.declare()
+        Producer(connection.default_channel).publish(
+            {"event_id": "e"}, exchange=EVENTS_QUEUE.exchange, routing_key="order.changed"
+        )
+        message = queue.get(no_ack=False)
+        assert message is not None
+        step = EventConsumerStep(parent=None)
+
+        def broken(_message: Any) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(step, "forward", broken)
+        step.forward_or_give_back(message)
+        again = queue.get(no_ack=False)
+        assert again is not None and again.body == message.body  # back in the queue
+        step.forwarders.shutdown()
