@@ -106,7 +106,7 @@ class OrderCoordinator:
         outcome = _outcome(done, pending.replays)
         if done is not None and outcome is None:
             # A replay of an event that was dead-lettered: it is due again.
-            done, claimed = self.store.add_unless_done(*args, lock=lock, even_if_done=True)
+            _, claimed = self.store.add_unless_done(*args, lock=lock, even_if_done=True)
         return outcome, claimed
 
     def put_back(self, order_id: int, events: list[PendingEvent]) -> None:

@@ -16,7 +16,7 @@ from schemas.event import load_event
 from worker.ordering import OrderCoordinator
 from worker.ratelimit import FleetRateLimiter, Rate, parse_rate
 from worker.sellercloud.errors import RateLimited
-from worker.state import Store, StoreUnavailable
+from worker.state import Lock, Store, StoreUnavailable
 from worker.state.redis_store import RedisStore
 from worker.state.sqlite_store import SqliteStore
 
@@ -44,14 +44,15 @@ def test_claim_is_exclusive_until_released_or_expired(store: Store) -> None:
     assert store.claim("lock", "c", ttl=5)  # the holder's claim ran out
 
 
-def test_only_the_owner_extends_a_lock(store: Store) -> None:
+def test_only_the_owner_renews_a_lock_by_taking(store: Store) -> None:
+    mine, theirs = Lock("lock", "a", ttl=5), Lock("lock", "b", ttl=5)
     assert store.claim("lock", "a", ttl=0.2)
-    assert store.extend("lock", "a", ttl=5)
-    assert not store.extend("lock", "b", ttl=5)
+    assert store.take_all_if_locked(mine, "h", "done:", "v") is not None  # renewed for 5 s
+    assert store.take_all_if_locked(theirs, "h", "done:", "v") is None
     threading.Event().wait(0.3)
-    assert not store.claim("lock", "b", ttl=5)  # extended past its first lifetime
+    assert not store.claim("lock", "b", ttl=5)  # renewed past its first lifetime
     assert store.release("lock", "a")
-    assert not store.extend("lock", "a", ttl=5)  # gone: nothing to extend
+    assert store.take_all_if_locked(mine, "h", "done:", "v") is None  # gone: nothing to renew
 
 
 def test_values_and_hashes(store: Store) -> None:
@@ -60,9 +61,19 @@ def test_values_and_hashes(store: Store) -> None:
     assert store.get("k") == "v"
     store.hash_put("h", {"a": "1", "b": "2"}, ttl=5)
     store.hash_put("h", {"b": "3"}, ttl=5)
-    assert store.hash_get_all("h") == {"a": "1", "b": "3"}
-    assert store.hash_take_all("h") == {"a": "1", "b": "3"}
-    assert store.hash_take_all("h") == {}
+    store.hash_put("v", {"x": "9"}, ttl=5)
+    store.put("done:a", "applied", ttl=5)
+    lock = Lock("lock", "me", ttl=5)
+    assert store.claim("lock", "me", ttl=5)
+    taken = store.take_all_if_locked(lock, "h", "done:", "v")
+    assert taken is not None
+    assert taken.fields == {"a": "1", "b": "3"}
+    assert taken.done == {"a": "applied"}
+    assert taken.versions == {"x": "9"}
+    again = store.take_all_if_locked(lock, "h", "done:", "v")
+    assert again is not None
+    assert again.fields == {}  # taken means removed
+    assert again.versions == {"x": "9"}  # read, not taken
 
 
 def test_concurrent_reservations_each_get_their_own_slot(store: Store) -> None:

@@ -20,15 +20,6 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_TAKE_ALL = """
-local all = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
-return all
-"""
 # The three hot-path operations (see worker.state.store). The done keys of taken fields are
 # built inside the script, so this store needs one Redis server, not a Redis Cluster.
 _ADD_UNLESS_DONE = """
@@ -93,8 +84,6 @@ class RedisStore:
             url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True
         )
         self._release = self._redis.register_script(_RELEASE)
-        self._extend = self._redis.register_script(_EXTEND)
-        self._take_all = self._redis.register_script(_TAKE_ALL)
         self._take_slot = self._redis.register_script(_TAKE_SLOT)
         self._add_unless_done = self._redis.register_script(_ADD_UNLESS_DONE)
         self._take_all_if_locked = self._redis.register_script(_TAKE_ALL_IF_LOCKED)
@@ -112,9 +101,6 @@ class RedisStore:
     def release(self, key: str, value: str) -> bool:
         return bool(self._call(lambda: self._release(keys=[key], args=[value])))
 
-    def extend(self, key: str, value: str, ttl: float) -> bool:
-        return bool(self._call(lambda: self._extend(keys=[key], args=[value, _ms(ttl)])))
-
     def get(self, key: str) -> str | None:
         value: Any = self._call(lambda: self._redis.get(key))
         return None if value is None else str(value)
@@ -130,14 +116,6 @@ class RedisStore:
                 pipe.execute()
 
         self._call(write)
-
-    def hash_get_all(self, key: str) -> dict[str, str]:
-        found: Any = self._call(lambda: self._redis.hgetall(key))
-        return dict(found)
-
-    def hash_take_all(self, key: str) -> dict[str, str]:
-        flat: Any = self._call(lambda: self._take_all(keys=[key]))
-        return dict(zip(flat[0::2], flat[1::2], strict=True))
 
     def add_unless_done(
         self,

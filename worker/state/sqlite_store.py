@@ -131,9 +131,6 @@ class SqliteStore:
 
         return self._run(release)
 
-    def extend(self, key: str, value: str, ttl: float) -> bool:
-        return self._run(lambda db, now: self._extend(db, key, value, now, ttl))
-
     def get(self, key: str) -> str | None:
         return self._run(lambda db, now: self._live(db, key, now))
 
@@ -146,12 +143,6 @@ class SqliteStore:
 
     def hash_put(self, key: str, fields: dict[str, str], ttl: float) -> None:
         self._run(lambda db, now: self._hash_put(db, key, fields, now, ttl))
-
-    def hash_get_all(self, key: str) -> dict[str, str]:
-        return self._run(lambda db, now: self._hash_get_all(db, key, now))
-
-    def hash_take_all(self, key: str) -> dict[str, str]:
-        return self._run(lambda db, now: self._hash_take_all(db, key, now))
 
     def add_unless_done(
         self,

@@ -1,7 +1,8 @@
 """The few atomic operations the fleet coordinates with, and how to open a store.
 
 Keys and hash fields are strings, values are strings (JSON where structured). Every operation
-is atomic on its own; anything bigger is built from a lock (``claim``/``release``).
+is atomic on its own; the hot path's few compound steps are operations of their own, one round
+trip each, and anything else is built from a lock (``claim``/``release``).
 ``StoreUnavailable`` means the store could not be reached: callers retry later and never act
 without it, so an outage delays events but never reorders or loses them.
 """
@@ -41,20 +42,12 @@ class Store(Protocol):
     def release(self, key: str, value: str) -> bool:
         """Delete ``key`` if it still holds ``value`` (a lock we own); True if deleted."""
 
-    def extend(self, key: str, value: str, ttl: float) -> bool:
-        """Give a lock we still own ``ttl`` more seconds; False if it is no longer ours."""
-
     def get(self, key: str) -> str | None: ...
 
     def put(self, key: str, value: str, ttl: float | None = None) -> None: ...
 
     def hash_put(self, key: str, fields: dict[str, str], ttl: float) -> None:
         """Set fields of a hash and (re)set the whole hash's lifetime."""
-
-    def hash_get_all(self, key: str) -> dict[str, str]: ...
-
-    def hash_take_all(self, key: str) -> dict[str, str]:
-        """Return every field of a hash and delete it, in one step."""
 
     # Each of the next three is one round trip: they are what one event costs on the hot path.
     def add_unless_done(
