@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from worker.topology import (
 
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+#: The fleet's shared store in the tests that run workers as a fleet.
+FLEET_REDIS_URL = "redis://127.0.0.1:6379/13"
 USERNAME = "integration@example.com"
 PASSWORD = "integration-password-7f3a"
 DEFAULT_TIMEOUT = 30.0
@@ -272,3 +275,43 @@ def redis_pipeline(
     redis_broker: str, simulator: SimulatorServer, tmp_path: Path
 ) -> Iterator[Pipeline]:
     yield from _running(redis_broker, simulator, tmp_path)
+
+
+@pytest.fixture
+def fleet(rabbit_pipeline: Pipeline) -> Iterator[Pipeline]:
+    """Workers on RabbitMQ sharing an empty Redis store, as a fleet on several hosts would."""
+    import redis
+
+    client = redis.Redis.from_url(FLEET_REDIS_URL)
+    client.flushdb()
+    client.close()
+    rabbit_pipeline.env_overrides["ORDER_SYNC_REDIS_URL"] = FLEET_REDIS_URL
+    yield rabbit_pipeline
+
+
+def _run(*argv: str, timeout: float) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=timeout)
+
+
+def restart_rabbitmq() -> None:
+    """Stop and start RabbitMQ's application: every client connection drops and must recover."""
+    try:
+        _run("rabbitmqctl", "-q", "stop_app", timeout=120)
+    finally:
+        _run("rabbitmqctl", "-q", "start_app", timeout=120)
+        _run("rabbitmqctl", "-q", "await_startup", timeout=120)
+
+
+@contextmanager
+def redis_down() -> Iterator[None]:
+    """Redis shut down for the block (it keeps nothing on disk) and started again after it."""
+    _run("redis-cli", "-p", "6379", "shutdown", "nosave", timeout=60)
+    try:
+        yield
+    finally:
+        _run(
+            "redis-server",
+            *("--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379"),
+            *("--save", "", "--appendonly", "no"),
+            timeout=60,
+        )

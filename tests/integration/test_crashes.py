@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 
 import pytest
 
-from tests.integration.conftest import Pipeline, make_event, wait_for
+from tests.integration.conftest import Pipeline, make_event, restart_rabbitmq, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +36,6 @@ def test_a_worker_killed_mid_task_loses_nothing(
     assert pipeline.dead_letters() == []
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
-
-
 def test_a_broker_restart_while_events_flow_loses_nothing(rabbit_pipeline: Pipeline) -> None:
     rabbit_pipeline.start_worker()
     before = [7100 + i for i in range(10)]
@@ -50,11 +45,7 @@ def test_a_broker_restart_while_events_flow_loses_nothing(rabbit_pipeline: Pipel
     rabbit_pipeline.state.latency_ms = 200
     during = [7200 + i for i in range(10)]
     rabbit_pipeline.publish(*(make_event(order_id) for order_id in during))
-    try:
-        _rabbitmqctl("stop_app")
-    finally:
-        _rabbitmqctl("start_app")
-        _rabbitmqctl("await_startup")
+    restart_rabbitmq()
     rabbit_pipeline.state.latency_ms = 0
 
     # Both consumers (Celery's task consumer and our event consumer) must resume by themselves.

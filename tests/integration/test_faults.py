@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import redis
 
-from tests.integration.conftest import Pipeline, make_event, wait_for
+from tests.integration.conftest import (
+    Pipeline,
+    make_event,
+    redis_down,
+    restart_rabbitmq,
+    wait_for,
+)
 from worker.publisher import EventPublisher
 from worker.simulator import SimulatorServer
 
 pytestmark = pytest.mark.integration
 
-STATE_REDIS_URL = "redis://127.0.0.1:6379/13"
 ORDERS = 12
 
 
@@ -121,14 +124,6 @@ def send(pipeline: Pipeline, *events: dict[str, Any]) -> None:
             publisher.publish_raw(json.dumps(event), event["event_id"])
 
 
-def _redis_server(*args: str) -> None:
-    subprocess.run(list(args), check=True, capture_output=True, timeout=60)
-
-
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
-
-
 # Each fault: (prepare the pipeline before the worker starts, strike while events flow).
 Fault = Callable[[Pipeline, Stream], None]
 
@@ -149,11 +144,7 @@ def broker_restarted(pipeline: Pipeline, stream: Stream) -> None:
     pipeline.state.latency_ms = 200
     half = len(stream.events) // 2
     send(pipeline, *stream.events[:half])
-    try:
-        _rabbitmqctl("stop_app")
-    finally:
-        _rabbitmqctl("start_app")
-        _rabbitmqctl("await_startup")
+    restart_rabbitmq()
     pipeline.state.latency_ms = 0
     send(pipeline, *stream.events[half:])
 
@@ -162,16 +153,9 @@ def redis_restarted(pipeline: Pipeline, stream: Stream) -> None:
     pipeline.state.latency_ms = 100
     half = len(stream.events) // 2
     send(pipeline, *stream.events[:half])
-    _redis_server("redis-cli", "-p", "6379", "shutdown", "nosave")
-    try:
+    with redis_down():
         send(pipeline, *stream.events[half:])
         time.sleep(2)  # the worker meets the outage with events in hand
-    finally:
-        _redis_server(
-            "redis-server",
-            *("--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379"),
-            *("--save", "", "--appendonly", "no"),
-        )
     pipeline.state.latency_ms = 0
 
 
@@ -245,15 +229,9 @@ BUDGET = {
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=list(FAULTS))
-def test_every_event_is_applied_or_dead_lettered_through(
-    fault: str, rabbit_pipeline: Pipeline
-) -> None:
-    client = redis.Redis.from_url(STATE_REDIS_URL)
-    client.flushdb()
-    client.close()
-    pipeline = rabbit_pipeline
+def test_every_event_is_applied_or_dead_lettered_through(fault: str, fleet: Pipeline) -> None:
+    pipeline = fleet
     pipeline.env_overrides.update(
-        ORDER_SYNC_REDIS_URL=STATE_REDIS_URL,
         ORDER_SYNC_ORDER_LOCK_TTL="3",  # a killed worker's locks free up quickly
         ORDER_SYNC_HTTP_TIMEOUT="0.5",
         ORDER_SYNC_MAX_RETRIES="5",

@@ -3,27 +3,13 @@ one rate limit, 429 pauses and a Redis restart."""
 
 from __future__ import annotations
 
-import subprocess
 from collections import defaultdict
-from collections.abc import Iterator
 
 import pytest
-import redis
 
-from tests.integration.conftest import Pipeline, make_event, wait_for
+from tests.integration.conftest import Pipeline, make_event, redis_down, wait_for
 
 pytestmark = pytest.mark.integration
-
-STATE_REDIS_URL = "redis://127.0.0.1:6379/13"
-
-
-@pytest.fixture
-def fleet(rabbit_pipeline: Pipeline) -> Iterator[Pipeline]:
-    client = redis.Redis.from_url(STATE_REDIS_URL)
-    client.flushdb()
-    client.close()
-    rabbit_pipeline.env_overrides["ORDER_SYNC_REDIS_URL"] = STATE_REDIS_URL
-    yield rabbit_pipeline
 
 
 def at(minute: int) -> str:
@@ -165,16 +151,11 @@ def test_a_429_pauses_the_fleet_without_using_up_retries(fleet: Pipeline) -> Non
     assert fleet.dead_letters() == []
 
 
-def _redis(*args: str) -> None:
-    subprocess.run(args, check=False, capture_output=True, timeout=30)
-
-
 def test_events_wait_while_redis_is_down_and_flow_when_it_returns(fleet: Pipeline) -> None:
     fleet.start_worker()
     fleet.publish(event(9900, 1))
     fleet.wait_applied(9900)
-    _redis("redis-cli", "-p", "6379", "shutdown", "nosave")
-    try:
+    with redis_down():
         fleet.publish(event(9901, 1), event(9902, 1))
         wait_for(
             lambda: any(
@@ -183,19 +164,5 @@ def test_events_wait_while_redis_is_down_and_flow_when_it_returns(fleet: Pipelin
             what="the worker to notice",
         )
         assert fleet.state.order(9901) is None  # nothing is applied without the store
-    finally:
-        _redis(
-            "redis-server",
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        )
     fleet.wait_applied(9901, 9902, timeout=60)
     assert fleet.dead_letters() == []
