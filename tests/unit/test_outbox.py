@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from worker.outbox import db
-from worker.outbox.poller import iso, row_event
+from worker.outbox.poller import ROW_COLUMNS, iso, row_event
 from worker.outbox.table import VERSION_TABLE, outbox
 from worker.settings import ConfigError, OutboxSettings, outbox_settings
 
@@ -153,15 +153,7 @@ def test_a_row_becomes_the_event_an_upstream_would_publish() -> None:
                 event_id="e-1", order_id=5001, occurred_at=with_zone, changes={"customer_id": 7}
             )
         )
-        row = connection.execute(
-            select(
-                outbox.c.id,
-                outbox.c.event_id,
-                outbox.c.order_id,
-                outbox.c.occurred_at,
-                outbox.c.changes,
-            )
-        ).one()
+        row = connection.execute(select(*ROW_COLUMNS)).one()
     assert row_event(row) == {
         "event_id": "e-1",
         "order_id": 5001,

@@ -66,6 +66,16 @@ def iso(value: dt.datetime) -> str:
     return as_utc(value).isoformat().replace("+00:00", "Z")
 
 
+#: What ``row_event`` reads of a row, and what the poller selects.
+ROW_COLUMNS = (
+    outbox.c.id,
+    outbox.c.event_id,
+    outbox.c.order_id,
+    outbox.c.occurred_at,
+    outbox.c.changes,
+)
+
+
 def row_event(row: OutboxRow) -> dict[str, Any]:
     """The event a row stands for, shaped exactly as an upstream would publish it."""
     return {
@@ -109,13 +119,7 @@ def run_until_empty(
 
 def _publish_batch(connection: Connection, sink: EventSink, batch_size: int) -> PassResult:
     rows = connection.execute(
-        select(
-            outbox.c.id,
-            outbox.c.event_id,
-            outbox.c.order_id,
-            outbox.c.occurred_at,
-            outbox.c.changes,
-        )
+        select(*ROW_COLUMNS)
         .where(_PENDING)
         .order_by(outbox.c.id)
         .limit(batch_size)
