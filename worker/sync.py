@@ -54,7 +54,7 @@ def sync_event(
         return finished
     if not locked:
         # Another task is writing this order and will take our event with its next PUT.
-        raise RetryLater(backoff(0) / 4 + 0.2, counted=False, reason="order_busy")
+        raise _order_busy(backoff)
     outcomes: dict[str, str] = {}
     try:
         _flush(rt, event.order_id, owner, failures, backoff, dead_letter, outcomes)
@@ -66,8 +66,13 @@ def sync_event(
     )
     if outcome is None:
         # The lock ran out under us and another writer has the event now: check back later.
-        raise RetryLater(backoff(0) / 4 + 0.2, counted=False, reason="order_busy")
+        raise _order_busy(backoff)
     return outcome
+
+
+def _order_busy(backoff: Callable[[int], float]) -> RetryLater:
+    """Come back shortly (not counted as a failure): another writer holds the order."""
+    return RetryLater(backoff(0) / 4 + 0.2, counted=False, reason="order_busy")
 
 
 def _flush(

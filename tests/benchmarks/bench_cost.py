@@ -75,9 +75,8 @@ def http(count: int, simulator: Simulator) -> float:
 def store(count: int) -> float:
     redis.Redis.from_url(STATE_REDIS_URL).flushdb()
     coordinator = OrderCoordinator(RedisStore(STATE_REDIS_URL), dedup_window=3600, lock_ttl=60)
-    events = [(envelope_of(n), n) for n in range(-1, count)]
-    prepared = {n: pipeline.prepare(env, pipeline.Progress()) for env, n in events}
-    envelopes = dict((n, env) for env, n in events)
+    envelopes = {n: envelope_of(n) for n in range(-1, count)}  # -1: the warm-up call
+    prepared = {n: pipeline.prepare(env, pipeline.Progress()) for n, env in envelopes.items()}
 
     def work(n: int) -> None:
         event, env = prepared[n], envelopes[n]
