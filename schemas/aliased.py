@@ -63,8 +63,16 @@ class AliasedSchema(Schema):
     def _one_spelling_and_required_fields(
         self, _data: dict[str, Any], original: Any, **_: Any
     ) -> None:
-        if not isinstance(original, dict):
-            return
+        if isinstance(original, dict):
+            self.check_keys(original)
+
+    @validates_schema
+    def _rules(self, data: dict[str, Any], **_: Any) -> None:
+        self.rules(data)
+
+    def check_keys(self, original: dict[str, Any]) -> None:
+        """Each field given under one spelling only; every required field given. Depends on
+        the keys alone, which lets a load plan run it once per shape of input."""
         errors: dict[str, list[str]] = {}
         declared = self.declared_fields
         speaks_sellercloud = any(
@@ -80,6 +88,10 @@ class AliasedSchema(Schema):
                 ]
         if errors:
             raise ValidationError(errors)
+
+    def rules(self, data: dict[str, Any]) -> None:
+        """Checks across the loaded values (keys as given), once every field loaded; a
+        subclass raises ValidationError for what it refuses."""
 
     @staticmethod
     def value(data: dict[str, Any], snake: str, pascal: str) -> Any:

@@ -149,10 +149,3 @@ class EnumName(_SkipsEmptyValidation, fields.String):
         if self.allow_none:
             names.append(None)
         return {"enum": names}
-
-
-def sellercloud_value(field: fields.Field[Any], value: Any) -> Any:
-    """The value as the Update Order body sends it (enum names become their integers)."""
-    if isinstance(field, EnumName):
-        return field.to_sellercloud(value)
-    return value
