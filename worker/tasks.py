@@ -14,6 +14,7 @@ from worker import deadletter, metrics, pipeline, runtime
 from worker.celery_app import app
 from worker.state import StoreUnavailable
 from worker.sync import RetryLater, sync_event
+from worker.topology import TASKS_QUEUE
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +76,9 @@ class OrderSyncTask(Task[..., str]):
                 kwargs={"failures": failures, **({"event": event} if event else {})},
                 countdown=later.countdown,
                 max_retries=None,
+                # Celery would send a retry back where the request came from: for a first
+                # attempt, the events queue, where upstream's plain JSON events wait.
+                queue=TASKS_QUEUE.name,
                 **reprs(envelope, event),
             )
         except Retry as retry:

@@ -17,7 +17,7 @@ EVENTS_QUEUE = Queue(
     "order-sync.events", exchange=EVENTS_EXCHANGE, routing_key=EVENT_ROUTING_KEY, durable=True
 )
 
-#: Celery task messages (one per event, plus retries) for the worker pool.
+#: Celery task messages for the worker pool: retries, and tasks queued by other means.
 TASKS_EXCHANGE = Exchange("order-sync.tasks", type="direct", durable=True)
 TASKS_QUEUE = Queue(
     "order-sync.tasks", exchange=TASKS_EXCHANGE, routing_key="order-sync.tasks", durable=True

@@ -148,4 +148,4 @@ def test_an_event_that_cannot_be_forwarded_goes_back_to_its_queue(monkeypatch: A
         step.forward_or_give_back(message)
         again = queue.get(no_ack=False)
         assert again is not None and again.body == message.body  # back in the queue
-        step.forwarders.shutdown()
+        step.announcers.shutdown()
