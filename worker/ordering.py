@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.event import OrderChange
-from worker.state import Lock, Store
+from worker.state import Lock, Store, Taken
 
 PREFIX = "order-sync"
 DEAD_LETTERED = "dead_lettered"
@@ -51,6 +51,11 @@ class PendingEvent:
         return cls(**json.loads(raw))
 
 
+# One round of the lock holder: the order's pending events not yet finished, oldest first, and
+# the versions (field -> occurred_at) of the fields already applied.
+Round = tuple[list[PendingEvent], dict[str, str]]
+
+
 @dataclass
 class Merge:
     """What one PUT will carry for an order, and where each part came from."""
@@ -66,7 +71,7 @@ class Merge:
 
 
 class OrderCoordinator:
-    """The shared store's view of orders; three round trips carry one event through it."""
+    """The shared store's view of orders; four round trips carry one event through it."""
 
     def __init__(self, store: Store, dedup_window: float, lock_ttl: float) -> None:
         self.store = store
@@ -81,17 +86,33 @@ class OrderCoordinator:
     # Joining an order's pending set -------------------------------------------------------
     def announce(self, event: OrderChange, envelope: dict[str, Any]) -> str | None:
         """Add the event to its order's pending set unless it already ended; how it ended."""
-        return self._add(event, envelope, lock=None)[0]
+        pending, args = self._pending(event, envelope)
+        outcome = _outcome(done := self.store.add_unless_done(*args), pending.replays)
+        if done is not None and outcome is None:
+            # A replay of an event that was dead-lettered: it is due again.
+            self.store.add_unless_done(*args, even_if_done=True)
+        return outcome
 
     def begin(
         self, event: OrderChange, envelope: dict[str, Any], owner: str
-    ) -> tuple[str | None, bool]:
-        """``announce``, and try to take the order's lock: (how it ended, lock taken)."""
-        return self._add(event, envelope, lock=self._lock(event.order_id, owner))
+    ) -> tuple[str | None, Round | None]:
+        """``announce``, and try to take the order's lock; with it, ``take`` at once.
 
-    def _add(
-        self, event: OrderChange, envelope: dict[str, Any], lock: Lock | None
-    ) -> tuple[str | None, bool]:
+        Returns how the event ended, if it did, and the holder's first round (None unless
+        this call took the lock).
+        """
+        pending, args = self._pending(event, envelope)
+        lock = self._lock(event.order_id, owner)
+        take = (_key("done", ""), _key("versions", event.order_id))
+        done, taken = self.store.add_and_claim(*args, lock, *take)
+        outcome = _outcome(done, pending.replays)
+        if done is not None and outcome is None:
+            done, taken = self.store.add_and_claim(*args, lock, *take, even_if_done=True)
+        return outcome, None if taken is None else _round(taken)
+
+    def _pending(
+        self, event: OrderChange, envelope: dict[str, Any]
+    ) -> tuple[PendingEvent, tuple[str, str, str, str, float]]:
         pending = PendingEvent(
             event.event_id, event.occurred_at.isoformat(), event.changes, envelope
         )
@@ -102,12 +123,7 @@ class OrderCoordinator:
             pending.dumps(),
             self.dedup_window,
         )
-        done, claimed = self.store.add_unless_done(*args, lock=lock)
-        outcome = _outcome(done, pending.replays)
-        if done is not None and outcome is None:
-            # A replay of an event that was dead-lettered: it is due again.
-            _, claimed = self.store.add_unless_done(*args, lock=lock, even_if_done=True)
-        return outcome, claimed
+        return pending, args
 
     def put_back(self, order_id: int, events: list[PendingEvent]) -> None:
         if events:
@@ -124,7 +140,7 @@ class OrderCoordinator:
     def unlock(self, order_id: int, owner: str) -> None:
         self.store.release(_key("lock", order_id), owner)
 
-    def take(self, order_id: int, owner: str) -> tuple[list[PendingEvent], dict[str, str]] | None:
+    def take(self, order_id: int, owner: str) -> Round | None:
         """Renew our lock and take every pending event of the order not already finished,
         oldest first, with the versions of the fields already applied; None if the lock ran
         out and is no longer ours."""
@@ -134,11 +150,7 @@ class OrderCoordinator:
             _key("done", ""),
             _key("versions", order_id),
         )
-        if taken is None:
-            return None
-        events = [PendingEvent.loads(raw) for raw in taken.fields.values()]
-        fresh = [e for e in events if _outcome(taken.done.get(e.event_id), e.replays) is None]
-        return sorted(fresh, key=lambda e: (e.when, e.event_id)), taken.versions
+        return None if taken is None else _round(taken)
 
     def settle(
         self,
@@ -178,6 +190,12 @@ class OrderCoordinator:
                 merge.changes[name] = value
                 merge.versions[name] = event.occurred_at
         return merge
+
+
+def _round(taken: Taken) -> Round:
+    events = [PendingEvent.loads(raw) for raw in taken.fields.values()]
+    fresh = [e for e in events if _outcome(taken.done.get(e.event_id), e.replays) is None]
+    return sorted(fresh, key=lambda e: (e.when, e.event_id)), taken.versions
 
 
 def _outcome(done: str | None, replays: int) -> str | None:

@@ -19,7 +19,7 @@ import structlog
 from schemas.event import OrderChange
 from schemas.sellercloud import update_order_body
 from worker import metrics, pipeline
-from worker.ordering import DEAD_LETTERED, PendingEvent
+from worker.ordering import DEAD_LETTERED, PendingEvent, Round
 from worker.runtime import Runtime
 from worker.sellercloud.errors import RateLimited, SellercloudError, TransientError
 
@@ -48,16 +48,16 @@ def sync_event(
 ) -> str:
     """Apply one validated event, together with whatever else is pending for its order."""
     coordinator = rt.coordinator
-    finished, locked = coordinator.begin(event, envelope, owner)
+    finished, first = coordinator.begin(event, envelope, owner)
     if finished is not None:
         log.info("event already handled", outcome=finished)
         return finished
-    if not locked:
+    if first is None:
         # Another task is writing this order and will take our event with its next PUT.
         raise _order_busy(backoff)
     outcomes: dict[str, str] = {}
     try:
-        _flush(rt, event.order_id, owner, failures, backoff, dead_letter, outcomes)
+        _flush(rt, event.order_id, owner, first, failures, backoff, dead_letter, outcomes)
     except BaseException:
         coordinator.unlock(event.order_id, owner)
         raise
@@ -79,19 +79,22 @@ def _flush(
     rt: Runtime,
     order_id: int,
     owner: str,
+    first: Round,
     failures: int,
     backoff: Callable[[int], float],
     dead_letter: DeadLetter,
     outcomes: dict[str, str],
 ) -> None:
-    """Send pending events of the order, merged, until none are left and the lock is released.
+    """Send pending events of the order, merged, round after round (``first`` was taken with
+    the lock), until none are left and the lock is released.
 
     Records how each event ended in ``outcomes``. Returns once the lock is released, or lost:
     the lock lives only as long as its holder keeps renewing it (each ``take`` does), so a
     crashed holder's order is free again within one lock lifetime.
     """
     coordinator = rt.coordinator
-    while (taken := coordinator.take(order_id, owner)) is not None:
+    taken: Round | None = first
+    while taken is not None:
         events, applied_versions = taken
         sent = _send(rt, order_id, events, applied_versions, failures, backoff)
         if sent.failure is not None:
@@ -100,6 +103,7 @@ def _flush(
         outcomes.update((e.event_id, sent.outcome) for e in events)
         if over:
             return
+        taken = coordinator.take(order_id, owner)
 
 
 @dataclass

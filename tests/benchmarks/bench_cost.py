@@ -7,9 +7,9 @@ seconds of this process (``time.process_time``), so waiting on the network costs
 
 - schema: decoding and validating the event and building the Update Order body;
 - HTTP: ``SellercloudClient.update_order`` against the simulator (in its own process);
-- store: the three shared-store round trips of one event (announce, take, settle) on Redis;
-- broker: the two broker hops of one event (read the raw event, publish its task with a
-  confirm, read the task, ack both), with kombu on RabbitMQ.
+- store: the four shared-store round trips of one event on Redis (announce; begin, which
+  claims the order and takes its pending events; the rate limit's check; settle);
+- broker: the event's one broker hop (read it, ack it), with kombu on RabbitMQ.
 
 Medians of ``--repeat`` runs, in microseconds per event. Prints JSON.
 """
@@ -40,7 +40,7 @@ from worker import pipeline
 from worker.ordering import OrderCoordinator
 from worker.sellercloud.client import SellercloudClient
 from worker.state.redis_store import RedisStore
-from worker.topology import EVENTS_QUEUE, TASKS_QUEUE
+from worker.topology import EVENTS_QUEUE
 
 
 def cpu_per_call(work: Callable[[int], None], count: int) -> float:
@@ -74,55 +74,42 @@ def http(count: int, simulator: Simulator) -> float:
 
 def store(count: int) -> float:
     redis.Redis.from_url(STATE_REDIS_URL).flushdb()
-    coordinator = OrderCoordinator(RedisStore(STATE_REDIS_URL), dedup_window=3600, lock_ttl=60)
+    store = RedisStore(STATE_REDIS_URL)
+    coordinator = OrderCoordinator(store, dedup_window=3600, lock_ttl=60)
     envelopes = {n: envelope_of(n) for n in range(-1, count)}  # -1: the warm-up call
     prepared = {n: pipeline.prepare(env, pipeline.Progress()) for n, env in envelopes.items()}
 
     def work(n: int) -> None:
         event, env = prepared[n], envelopes[n]
         coordinator.announce(event, env)
-        coordinator.begin(event, env, "owner")
-        taken = coordinator.take(event.order_id, "owner")
-        assert taken is not None and len(taken[0]) == 1
-        coordinator.settle(event.order_id, "owner", taken[0], "applied", {"customer_id": "x"})
+        _, first = coordinator.begin(event, env, "owner")
+        assert first is not None and len(first[0]) == 1
+        store.take_slot("bench:pause", "bench:slot", None, 1.0)  # the rate limit's check
+        coordinator.settle(event.order_id, "owner", first[0], "applied", {"customer_id": "x"})
 
     return cpu_per_call(work, count)
 
 
 def broker(count: int) -> float:
     raw = bench_event(1)
-    task_body = json.dumps([[envelope_of(1)], {"event": {}}, {}])
-    confirmed = {"confirm_publish": True}
-    # Two connections, as in the worker: one reads, the other publishes and waits for confirms.
-    with (
-        Connection(RABBITMQ_URL) as connection,
-        Connection(RABBITMQ_URL, transport_options=confirmed) as publishing,
-    ):
+    with Connection(RABBITMQ_URL) as connection, Connection(RABBITMQ_URL) as publishing:
         channel = connection.default_channel
-        for queue in (EVENTS_QUEUE, TASKS_QUEUE):
-            queue(channel).declare()
-            queue(channel).purge()
+        EVENTS_QUEUE(channel).declare()
+        EVENTS_QUEUE(channel).purge()
         producer = Producer(publishing.default_channel)
         for _ in range(count):  # the upstream publisher's part is not the worker's cost
             producer.publish(raw, exchange="", routing_key=EVENTS_QUEUE.name, delivery_mode=2)
-        tasks_done = 0
+        done = 0
 
         def hop(_body: Any, message: Message) -> None:
-            nonlocal tasks_done
-            if message.delivery_info["routing_key"] == EVENTS_QUEUE.name:
-                producer.publish(
-                    task_body, exchange="", routing_key=TASKS_QUEUE.name, delivery_mode=2
-                )
-            else:
-                tasks_done += 1
+            nonlocal done
+            done += 1
             message.ack()
 
-        consumer = Consumer(
-            channel, [EVENTS_QUEUE, TASKS_QUEUE], callbacks=[hop], prefetch_count=64
-        )
+        consumer = Consumer(channel, [EVENTS_QUEUE], callbacks=[hop], prefetch_count=256)
         with consumer:
             started = time.process_time()
-            while tasks_done < count:
+            while done < count:
                 connection.drain_events(timeout=10)
             return 1e6 * (time.process_time() - started) / count
 

@@ -76,6 +76,32 @@ def test_values_and_hashes(store: Store) -> None:
     assert again.versions == {"x": "9"}  # read, not taken
 
 
+def test_adding_claims_and_takes_in_one_step(store: Store) -> None:
+    lock, theirs = Lock("lock", "me", ttl=5), Lock("lock", "you", ttl=5)
+    store.hash_put("v", {"x": "9"}, ttl=5)
+    store.put("done:old", "applied", ttl=5)
+    assert store.add_unless_done("done:a", "h", "a", "1", ttl=5) is None
+    store.hash_put("h", {"old": "0"}, ttl=5)
+    done, taken = store.add_and_claim("done:b", "h", "b", "2", 5, lock, "done:", "v")
+    assert done is None and taken is not None
+    assert taken.fields == {"a": "1", "old": "0", "b": "2"}
+    assert taken.done == {"old": "applied"}
+    assert taken.versions == {"x": "9"}
+    # The lock is held now: the next event joins the hash and takes nothing.
+    assert store.add_and_claim("done:c", "h", "c", "3", 5, theirs, "done:", "v") == (None, None)
+    store.put("done:d", "dead_lettered:0", ttl=5)
+    assert store.add_and_claim("done:d", "h", "d", "4", 5, lock, "done:", "v") == (
+        "dead_lettered:0",
+        None,
+    )  # finished: not added
+    assert store.add_unless_done("done:d", "h", "d", "4", ttl=5) == "dead_lettered:0"
+    assert store.add_unless_done("done:d", "h", "d", "4", ttl=5, even_if_done=True) == (
+        "dead_lettered:0"
+    )
+    again = store.take_all_if_locked(lock, "h", "done:", "v")
+    assert again is not None and again.fields == {"c": "3", "d": "4"}
+
+
 def test_concurrent_reservations_each_get_their_own_slot(store: Store) -> None:
     started = time.time()
     waits: list[float] = []
@@ -176,9 +202,8 @@ def test_merge_takes_the_newest_value_per_field_and_skips_stale_ones(store: Stor
         ("c", 30, {"sales_rep_1": 3}),
     ]:
         assert coordinator.announce(_event(event_id, minute, **changes), {"body": "{}"}) is None  # type: ignore[arg-type]
-    assert coordinator.begin(_event("b", 20, customer_id=2), {}, "me") == (None, True)  # type: ignore[arg-type]
-    taken = coordinator.take(1, "me")
-    assert taken is not None
+    outcome, taken = coordinator.begin(_event("b", 20, customer_id=2), {}, "me")  # type: ignore[arg-type]
+    assert outcome is None and taken is not None
     events, versions = taken
     assert [e.event_id for e in events] == ["a", "b", "c"]
     merge = coordinator.merge(events, versions)
@@ -188,8 +213,7 @@ def test_merge_takes_the_newest_value_per_field_and_skips_stale_ones(store: Stor
     assert store.claim("order-sync:lock:1", "next", ttl=5)  # settling released the lock
     store.release("order-sync:lock:1", "next")
 
-    coordinator.begin(_event("d", 15, customer_id=9, company_id=9), {}, "me")  # type: ignore[arg-type]
-    taken = coordinator.take(1, "me")
+    _, taken = coordinator.begin(_event("d", 15, customer_id=9, company_id=9), {}, "me")  # type: ignore[arg-type]
     assert taken is not None
     late = coordinator.merge(*taken)
     assert late.changes == {"company_id": 9}  # 10:15 beats 10:10 but not 10:20
@@ -202,22 +226,23 @@ def test_a_finished_event_is_not_added_again_unless_replayed_after_dead_letterin
     coordinator = OrderCoordinator(store, 3600, 60)
     store.put("order-sync:done:a", "applied")
     store.put("order-sync:done:x", "dead_lettered:0")
-    assert coordinator.begin(_event("a", 1, customer_id=1), {}, "me") == ("applied", False)  # type: ignore[arg-type]
+    assert coordinator.begin(_event("a", 1, customer_id=1), {}, "me") == ("applied", None)  # type: ignore[arg-type]
     replay = {"history": [{"replayed_at": "2026-11-26T11:00:00Z"}]}
-    assert coordinator.begin(_event("x", 2, customer_id=2), replay, "me") == (None, True)  # type: ignore[arg-type]
-    taken = coordinator.take(1, "me")
-    assert taken is not None
+    outcome, taken = coordinator.begin(_event("x", 2, customer_id=2), replay, "me")  # type: ignore[arg-type]
+    assert outcome is None and taken is not None
     assert [e.event_id for e in taken[0]] == ["x"]  # the replay is due; "a" never joined
 
 
 def test_taking_needs_the_lock_and_settling_keeps_it_while_more_is_pending(store: Store) -> None:
     coordinator = OrderCoordinator(store, 3600, 60)
-    assert coordinator.begin(_event("a", 1, customer_id=1), {}, "me") == (None, True)  # type: ignore[arg-type]
-    assert coordinator.begin(_event("b", 2, customer_id=2), {}, "you") == (None, False)  # type: ignore[arg-type]
+    outcome, first = coordinator.begin(_event("a", 1, customer_id=1), {}, "me")  # type: ignore[arg-type]
+    assert outcome is None and first is not None
+    assert [e.event_id for e in first[0]] == ["a"]
+    assert coordinator.begin(_event("b", 2, customer_id=2), {}, "you") == (None, None)  # type: ignore[arg-type]
     assert coordinator.take(1, "you") is None  # not the holder
     taken = coordinator.take(1, "me")
     assert taken is not None
-    assert [e.event_id for e in taken[0]] == ["a", "b"]
+    assert [e.event_id for e in taken[0]] == ["b"]
     assert coordinator.announce(_event("c", 3, customer_id=3), {}) is None  # type: ignore[arg-type]
     assert not coordinator.settle(1, "me", taken[0], "applied", {"customer_id": "x"})
     assert not store.claim("order-sync:lock:1", "you", ttl=5)  # still held: "c" is pending
@@ -232,11 +257,11 @@ def test_taking_needs_the_lock_and_settling_keeps_it_while_more_is_pending(store
 
 def test_settling_after_the_lock_ran_out_ends_the_round(store: Store) -> None:
     coordinator = OrderCoordinator(store, 3600, lock_ttl=0.05)
-    coordinator.begin(_event("a", 1, customer_id=1), {}, "me")  # type: ignore[arg-type]
-    taken = coordinator.take(1, "me")
+    _, taken = coordinator.begin(_event("a", 1, customer_id=1), {}, "me")  # type: ignore[arg-type]
     assert taken is not None
     threading.Event().wait(0.1)
-    coordinator.begin(_event("b", 2, customer_id=2), {}, "you")  # type: ignore[arg-type]
+    _, theirs = coordinator.begin(_event("b", 2, customer_id=2), {}, "you")  # type: ignore[arg-type]
+    assert theirs is not None and [e.event_id for e in theirs[0]] == ["b"]
     assert coordinator.settle(1, "me", taken[0], "applied", {})  # "b" is the new holder's
     assert store.get("order-sync:done:a") == "applied"
     assert coordinator.take(1, "you") is not None

@@ -23,28 +23,41 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# The three hot-path operations (see worker.state.store). The done keys of taken fields are
-# built inside the script, so this store needs one Redis server, not a Redis Cluster.
-_ADD_UNLESS_DONE = """
+# The hot-path operations (see worker.state.store). The done keys of taken fields are built
+# inside the scripts, so this store needs one Redis server, not a Redis Cluster.
+_ADD = """
 local done = redis.call('GET', KEYS[1])
-if done and ARGV[4] == '0' then return {done, 0} end
+if done and ARGV[4] == '0' then return {done} end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-local claimed = 0
-if KEYS[3] and redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then claimed = 1 end
-return {done or '', claimed}
 """
-_TAKE_ALL_IF_LOCKED = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+_TAKE = """
 local all = redis.call('HGETALL', KEYS[2])
 redis.call('DEL', KEYS[2])
-local done = {}
+local dones = {}
 for i = 1, #all, 2 do
-  done[#done + 1] = redis.call('GET', ARGV[3] .. all[i]) or ''
+  dones[#dones + 1] = redis.call('GET', prefix .. all[i]) or ''
 end
-return {all, done, redis.call('HGETALL', KEYS[3])}
 """
+_ADD_UNLESS_DONE = _ADD + "return {done or ''}"
+_ADD_AND_CLAIM = (
+    _ADD
+    + """
+if not redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then return {done or ''} end
+local prefix = ARGV[7]
+"""
+    + _TAKE
+    + "return {done or '', all, dones, redis.call('HGETALL', KEYS[4])}"
+)
+_TAKE_ALL_IF_LOCKED = (
+    """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local prefix = ARGV[3]
+"""
+    + _TAKE
+    + "return {all, dones, redis.call('HGETALL', KEYS[3])}"
+)
 _SETTLE = """
 local ttl = ARGV[2]
 local count = tonumber(ARGV[3])
@@ -92,6 +105,7 @@ class RedisStore:
         self._release = self._redis.register_script(_RELEASE)
         self._take_slot = self._redis.register_script(_TAKE_SLOT)
         self._add_unless_done = self._redis.register_script(_ADD_UNLESS_DONE)
+        self._add_and_claim = self._redis.register_script(_ADD_AND_CLAIM)
         self._take_all_if_locked = self._redis.register_script(_TAKE_ALL_IF_LOCKED)
         self._settle = self._redis.register_script(_SETTLE)
 
@@ -153,15 +167,29 @@ class RedisStore:
         value: str,
         ttl: float,
         *,
-        lock: Lock | None = None,
         even_if_done: bool = False,
-    ) -> tuple[str | None, bool]:
-        keys = [done_key, hash_key] + ([lock.key] if lock else [])
-        args: list[str | int] = [field, value, _ms(ttl), int(even_if_done)]
-        if lock:
-            args += [lock.owner, _ms(lock.ttl)]
-        done, claimed = self._run(self._add_unless_done, keys, args)
-        return done or None, bool(claimed)
+    ) -> str | None:
+        args = [field, value, _ms(ttl), int(even_if_done)]
+        (done,) = self._run(self._add_unless_done, [done_key, hash_key], args)
+        return done or None
+
+    def add_and_claim(
+        self,
+        done_key: str,
+        hash_key: str,
+        field: str,
+        value: str,
+        ttl: float,
+        lock: Lock,
+        done_prefix: str,
+        versions_key: str,
+        *,
+        even_if_done: bool = False,
+    ) -> tuple[str | None, Taken | None]:
+        keys = [done_key, hash_key, lock.key, versions_key]
+        args = [field, value, _ms(ttl), int(even_if_done), lock.owner, _ms(lock.ttl), done_prefix]
+        done, *taken = self._run(self._add_and_claim, keys, args)
+        return done or None, _taken(*taken) if taken else None
 
     def take_all_if_locked(
         self, lock: Lock, hash_key: str, done_prefix: str, versions_key: str
@@ -169,15 +197,7 @@ class RedisStore:
         keys = [lock.key, hash_key, versions_key]
         args: list[str | int] = [lock.owner, _ms(lock.ttl), done_prefix]
         found: Any = self._run(self._take_all_if_locked, keys, args)
-        if found is None:
-            return None
-        flat, done, versions = found
-        names = flat[0::2]
-        return Taken(
-            fields=dict(zip(names, flat[1::2], strict=True)),
-            done={name: value for name, value in zip(names, done, strict=True) if value},
-            versions=dict(zip(versions[0::2], versions[1::2], strict=True)),
-        )
+        return None if found is None else _taken(*found)
 
     def settle(
         self,
@@ -206,6 +226,15 @@ class RedisStore:
             clients = list(self._clients)
         for client in (*clients, self._redis):
             client.close()
+
+
+def _taken(flat: list[str], done: list[str], versions: list[str]) -> Taken:
+    names = flat[0::2]
+    return Taken(
+        fields=dict(zip(names, flat[1::2], strict=True)),
+        done={name: value for name, value in zip(names, done, strict=True) if value},
+        versions=dict(zip(versions[0::2], versions[1::2], strict=True)),
+    )
 
 
 def _ms(seconds: float) -> int:

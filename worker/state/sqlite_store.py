@@ -152,18 +152,33 @@ class SqliteStore:
         value: str,
         ttl: float,
         *,
-        lock: Lock | None = None,
         even_if_done: bool = False,
-    ) -> tuple[str | None, bool]:
-        def add(db: sqlite3.Connection, now: float) -> tuple[str | None, bool]:
-            done = self._live(db, done_key, now)
-            if done is not None and not even_if_done:
-                return done, False
-            self._hash_put(db, hash_key, {field: value}, now, ttl)
-            claimed = lock is not None and self._claim(db, lock.key, lock.owner, now, lock.ttl)
-            return done, claimed
+    ) -> str | None:
+        def add(db: sqlite3.Connection, now: float) -> str | None:
+            return self._add(db, now, done_key, hash_key, field, value, ttl, even_if_done)[0]
 
         return self._run(add)
+
+    def add_and_claim(
+        self,
+        done_key: str,
+        hash_key: str,
+        field: str,
+        value: str,
+        ttl: float,
+        lock: Lock,
+        done_prefix: str,
+        versions_key: str,
+        *,
+        even_if_done: bool = False,
+    ) -> tuple[str | None, Taken | None]:
+        def add_and_claim(db: sqlite3.Connection, now: float) -> tuple[str | None, Taken | None]:
+            done, added = self._add(db, now, done_key, hash_key, field, value, ttl, even_if_done)
+            if not added or not self._claim(db, lock.key, lock.owner, now, lock.ttl):
+                return done, None
+            return done, self._take(db, now, hash_key, done_prefix, versions_key)
+
+        return self._run(add_and_claim)
 
     def take_all_if_locked(
         self, lock: Lock, hash_key: str, done_prefix: str, versions_key: str
@@ -171,15 +186,38 @@ class SqliteStore:
         def take(db: sqlite3.Connection, now: float) -> Taken | None:
             if not self._extend(db, lock.key, lock.owner, now, lock.ttl):
                 return None
-            fields = self._hash_take_all(db, hash_key, now)
-            done = {name: self._live(db, done_prefix + name, now) for name in fields}
-            return Taken(
-                fields=fields,
-                done={name: value for name, value in done.items() if value is not None},
-                versions=self._hash_get_all(db, versions_key, now),
-            )
+            return self._take(db, now, hash_key, done_prefix, versions_key)
 
         return self._run(take)
+
+    def _add(
+        self,
+        db: sqlite3.Connection,
+        now: float,
+        done_key: str,
+        hash_key: str,
+        field: str,
+        value: str,
+        ttl: float,
+        even_if_done: bool,
+    ) -> tuple[str | None, bool]:
+        """(``done_key``'s value, whether the field was added)."""
+        done = self._live(db, done_key, now)
+        if done is not None and not even_if_done:
+            return done, False
+        self._hash_put(db, hash_key, {field: value}, now, ttl)
+        return done, True
+
+    def _take(
+        self, db: sqlite3.Connection, now: float, hash_key: str, done_prefix: str, versions_key: str
+    ) -> Taken:
+        fields = self._hash_take_all(db, hash_key, now)
+        done = {name: self._live(db, done_prefix + name, now) for name in fields}
+        return Taken(
+            fields=fields,
+            done={name: value for name, value in done.items() if value is not None},
+            versions=self._hash_get_all(db, versions_key, now),
+        )
 
     def settle(
         self,

@@ -49,7 +49,7 @@ class Store(Protocol):
     def hash_put(self, key: str, fields: dict[str, str], ttl: float) -> None:
         """Set fields of a hash and (re)set the whole hash's lifetime."""
 
-    # Each of the next three is one round trip: they are what one event costs on the hot path.
+    # Each of the next four is one round trip: they are what one event costs on the hot path.
     def add_unless_done(
         self,
         done_key: str,
@@ -58,14 +58,27 @@ class Store(Protocol):
         value: str,
         ttl: float,
         *,
-        lock: Lock | None = None,
         even_if_done: bool = False,
-    ) -> tuple[str | None, bool]:
+    ) -> str | None:
         """Read ``done_key``; unless it holds a value (or ``even_if_done``), set ``field`` of
-        ``hash_key`` (whose lifetime becomes ``ttl``) and, given a lock, try to claim it.
+        ``hash_key`` (whose lifetime becomes ``ttl``). Returns ``done_key``'s value."""
 
-        Returns ``done_key``'s value and whether the lock was claimed.
-        """
+    def add_and_claim(
+        self,
+        done_key: str,
+        hash_key: str,
+        field: str,
+        value: str,
+        ttl: float,
+        lock: Lock,
+        done_prefix: str,
+        versions_key: str,
+        *,
+        even_if_done: bool = False,
+    ) -> tuple[str | None, Taken | None]:
+        """``add_unless_done``, then try to claim ``lock``; once claimed, take what
+        ``take_all_if_locked`` would. Returns ``done_key``'s value and what was taken (None
+        unless the lock was claimed)."""
 
     def take_all_if_locked(
         self, lock: Lock, hash_key: str, done_prefix: str, versions_key: str
