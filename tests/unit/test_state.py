@@ -4,6 +4,7 @@ the fleet rate limiter and per-field merging on top of them."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -138,6 +139,32 @@ def test_redis_outage_is_store_unavailable() -> None:
     dead = RedisStore("redis://127.0.0.1:1/0")
     with pytest.raises(StoreUnavailable):
         dead.get("anything")
+
+
+def test_each_thread_and_each_forked_child_has_its_own_connection() -> None:
+    store = RedisStore(REDIS_URL)
+
+    def connection_id() -> int:
+        store.put("k", "v")  # connects this thread, if it has not yet
+        return int(store._client.client_id())
+
+    mine = connection_id()
+    other: list[int] = []
+    thread = threading.Thread(target=lambda: other.append(connection_id()))
+    thread.start()
+    thread.join()
+    assert other and other[0] != mine
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its connection, never return into pytest
+        try:
+            os.write(write, str(connection_id()).encode())
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert int(os.read(read, 64)) != mine
+    assert connection_id() == mine  # the parent's own is untouched
+    store.close()
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,8 @@ their calls correctly.
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 import time
 import weakref
@@ -101,6 +103,9 @@ class RedisStore:
         self._local = threading.local()
         self._clients: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
         self._clients_lock = threading.Lock()
+        # A forked child (prefork pool) must not share its parent's sockets: it opens its own.
+        forget = functools.partial(_forget_connections, weakref.ref(self))
+        os.register_at_fork(after_in_child=forget)
         self._redis = self._connect(single=False)  # holds the scripts; never connects itself
         self._release = self._redis.register_script(_RELEASE)
         self._take_slot = self._redis.register_script(_TAKE_SLOT)
@@ -226,6 +231,13 @@ class RedisStore:
             clients = list(self._clients)
         for client in (*clients, self._redis):
             client.close()
+
+
+def _forget_connections(store: weakref.ref[RedisStore]) -> None:
+    live = store()
+    if live is not None:
+        live._local = threading.local()
+        live._clients = weakref.WeakSet()
 
 
 def _taken(flat: list[str], done: list[str], versions: list[str]) -> Taken:
