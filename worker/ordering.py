@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.event import OrderChange
-from worker.state import Lock, Store, Taken
+from worker.state import Entry, Lock, Store, Taken
 
 PREFIX = "order-sync"
 DEAD_LETTERED = "dead_lettered"
@@ -86,11 +86,11 @@ class OrderCoordinator:
     # Joining an order's pending set -------------------------------------------------------
     def announce(self, event: OrderChange, envelope: dict[str, Any]) -> str | None:
         """Add the event to its order's pending set unless it already ended; how it ended."""
-        pending, args = self._pending(event, envelope)
-        outcome = _outcome(done := self.store.add_unless_done(*args), pending.replays)
+        pending, entry = self._pending(event, envelope)
+        outcome = _outcome(done := self.store.add_unless_done(entry), pending.replays)
         if done is not None and outcome is None:
             # A replay of an event that was dead-lettered: it is due again.
-            self.store.add_unless_done(*args, even_if_done=True)
+            self.store.add_unless_done(entry, even_if_done=True)
         return outcome
 
     def begin(
@@ -101,29 +101,27 @@ class OrderCoordinator:
         Returns how the event ended, if it did, and the holder's first round (None unless
         this call took the lock).
         """
-        pending, args = self._pending(event, envelope)
+        pending, entry = self._pending(event, envelope)
         lock = self._lock(event.order_id, owner)
         take = (_key("done", ""), _key("versions", event.order_id))
-        done, taken = self.store.add_and_claim(*args, lock, *take)
+        done, taken = self.store.add_and_claim(entry, lock, *take)
         outcome = _outcome(done, pending.replays)
         if done is not None and outcome is None:
-            done, taken = self.store.add_and_claim(*args, lock, *take, even_if_done=True)
+            done, taken = self.store.add_and_claim(entry, lock, *take, even_if_done=True)
         return outcome, None if taken is None else _round(taken)
 
-    def _pending(
-        self, event: OrderChange, envelope: dict[str, Any]
-    ) -> tuple[PendingEvent, tuple[str, str, str, str, float]]:
+    def _pending(self, event: OrderChange, envelope: dict[str, Any]) -> tuple[PendingEvent, Entry]:
         pending = PendingEvent(
             event.event_id, event.occurred_at.isoformat(), event.changes, envelope
         )
-        args = (
+        entry = Entry(
             _key("done", event.event_id),
             _key("pending", event.order_id),
             event.event_id,
             pending.dumps(),
             self.dedup_window,
         )
-        return pending, args
+        return pending, entry
 
     def put_back(self, order_id: int, events: list[PendingEvent]) -> None:
         if events:

@@ -17,7 +17,7 @@ from schemas.event import load_event
 from worker.ordering import OrderCoordinator
 from worker.ratelimit import FleetRateLimiter, Rate, parse_rate
 from worker.sellercloud.errors import RateLimited
-from worker.state import Lock, Store, StoreUnavailable
+from worker.state import Entry, Lock, Store, StoreUnavailable
 from worker.state.redis_store import RedisStore
 from worker.state.sqlite_store import SqliteStore
 
@@ -79,26 +79,28 @@ def test_values_and_hashes(store: Store) -> None:
 
 def test_adding_claims_and_takes_in_one_step(store: Store) -> None:
     lock, theirs = Lock("lock", "me", ttl=5), Lock("lock", "you", ttl=5)
+
+    def entry(name: str, value: str) -> Entry:
+        return Entry(f"done:{name}", "h", name, value, ttl=5)
+
     store.hash_put("v", {"x": "9"}, ttl=5)
     store.put("done:old", "applied", ttl=5)
-    assert store.add_unless_done("done:a", "h", "a", "1", ttl=5) is None
+    assert store.add_unless_done(entry("a", "1")) is None
     store.hash_put("h", {"old": "0"}, ttl=5)
-    done, taken = store.add_and_claim("done:b", "h", "b", "2", 5, lock, "done:", "v")
+    done, taken = store.add_and_claim(entry("b", "2"), lock, "done:", "v")
     assert done is None and taken is not None
     assert taken.fields == {"a": "1", "old": "0", "b": "2"}
     assert taken.done == {"old": "applied"}
     assert taken.versions == {"x": "9"}
     # The lock is held now: the next event joins the hash and takes nothing.
-    assert store.add_and_claim("done:c", "h", "c", "3", 5, theirs, "done:", "v") == (None, None)
+    assert store.add_and_claim(entry("c", "3"), theirs, "done:", "v") == (None, None)
     store.put("done:d", "dead_lettered:0", ttl=5)
-    assert store.add_and_claim("done:d", "h", "d", "4", 5, lock, "done:", "v") == (
+    assert store.add_and_claim(entry("d", "4"), lock, "done:", "v") == (
         "dead_lettered:0",
         None,
     )  # finished: not added
-    assert store.add_unless_done("done:d", "h", "d", "4", ttl=5) == "dead_lettered:0"
-    assert store.add_unless_done("done:d", "h", "d", "4", ttl=5, even_if_done=True) == (
-        "dead_lettered:0"
-    )
+    assert store.add_unless_done(entry("d", "4")) == "dead_lettered:0"
+    assert store.add_unless_done(entry("d", "4"), even_if_done=True) == "dead_lettered:0"
     again = store.take_all_if_locked(lock, "h", "done:", "v")
     assert again is not None and again.fields == {"c": "3", "d": "4"}
 

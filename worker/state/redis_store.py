@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import redis
 from redis.commands.core import Script
 
-from worker.state.store import Lock, StoreUnavailable, Taken
+from worker.state.store import Entry, Lock, StoreUnavailable, Taken
 
 T = TypeVar("T")
 
@@ -164,35 +164,23 @@ class RedisStore:
 
         self._call(write)
 
-    def add_unless_done(
-        self,
-        done_key: str,
-        hash_key: str,
-        field: str,
-        value: str,
-        ttl: float,
-        *,
-        even_if_done: bool = False,
-    ) -> str | None:
-        args = [field, value, _ms(ttl), int(even_if_done)]
-        (done,) = self._run(self._add_unless_done, [done_key, hash_key], args)
+    def add_unless_done(self, entry: Entry, *, even_if_done: bool = False) -> str | None:
+        keys, args = _entry(entry, even_if_done)
+        (done,) = self._run(self._add_unless_done, keys, args)
         return done or None
 
     def add_and_claim(
         self,
-        done_key: str,
-        hash_key: str,
-        field: str,
-        value: str,
-        ttl: float,
+        entry: Entry,
         lock: Lock,
         done_prefix: str,
         versions_key: str,
         *,
         even_if_done: bool = False,
     ) -> tuple[str | None, Taken | None]:
-        keys = [done_key, hash_key, lock.key, versions_key]
-        args = [field, value, _ms(ttl), int(even_if_done), lock.owner, _ms(lock.ttl), done_prefix]
+        keys, args = _entry(entry, even_if_done)
+        keys += [lock.key, versions_key]
+        args += [lock.owner, _ms(lock.ttl), done_prefix]
         done, *taken = self._run(self._add_and_claim, keys, args)
         return done or None, _taken(*taken) if taken else None
 
@@ -238,6 +226,12 @@ def _forget_connections(store: weakref.ref[RedisStore]) -> None:
     if live is not None:
         live._local = threading.local()
         live._clients = weakref.WeakSet()
+
+
+def _entry(entry: Entry, even_if_done: bool) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of the ``_ADD`` part of a script."""
+    args = [entry.field, entry.value, _ms(entry.ttl), int(even_if_done)]
+    return [entry.done_key, entry.hash_key], args
 
 
 def _taken(flat: list[str], done: list[str], versions: list[str]) -> Taken:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from worker.state.store import Lock, StoreUnavailable, Taken
+from worker.state.store import Entry, Lock, StoreUnavailable, Taken
 
 T = TypeVar("T")
 SWEEP_EVERY = 500  # operations between sweeps of expired rows
@@ -144,28 +144,12 @@ class SqliteStore:
     def hash_put(self, key: str, fields: dict[str, str], ttl: float) -> None:
         self._run(lambda db, now: self._hash_put(db, key, fields, now, ttl))
 
-    def add_unless_done(
-        self,
-        done_key: str,
-        hash_key: str,
-        field: str,
-        value: str,
-        ttl: float,
-        *,
-        even_if_done: bool = False,
-    ) -> str | None:
-        def add(db: sqlite3.Connection, now: float) -> str | None:
-            return self._add(db, now, done_key, hash_key, field, value, ttl, even_if_done)[0]
-
-        return self._run(add)
+    def add_unless_done(self, entry: Entry, *, even_if_done: bool = False) -> str | None:
+        return self._run(lambda db, now: self._add(db, now, entry, even_if_done)[0])
 
     def add_and_claim(
         self,
-        done_key: str,
-        hash_key: str,
-        field: str,
-        value: str,
-        ttl: float,
+        entry: Entry,
         lock: Lock,
         done_prefix: str,
         versions_key: str,
@@ -173,10 +157,10 @@ class SqliteStore:
         even_if_done: bool = False,
     ) -> tuple[str | None, Taken | None]:
         def add_and_claim(db: sqlite3.Connection, now: float) -> tuple[str | None, Taken | None]:
-            done, added = self._add(db, now, done_key, hash_key, field, value, ttl, even_if_done)
+            done, added = self._add(db, now, entry, even_if_done)
             if not added or not self._claim(db, lock.key, lock.owner, now, lock.ttl):
                 return done, None
-            return done, self._take(db, now, hash_key, done_prefix, versions_key)
+            return done, self._take(db, now, entry.hash_key, done_prefix, versions_key)
 
         return self._run(add_and_claim)
 
@@ -191,21 +175,13 @@ class SqliteStore:
         return self._run(take)
 
     def _add(
-        self,
-        db: sqlite3.Connection,
-        now: float,
-        done_key: str,
-        hash_key: str,
-        field: str,
-        value: str,
-        ttl: float,
-        even_if_done: bool,
+        self, db: sqlite3.Connection, now: float, entry: Entry, even_if_done: bool
     ) -> tuple[str | None, bool]:
         """(``done_key``'s value, whether the field was added)."""
-        done = self._live(db, done_key, now)
+        done = self._live(db, entry.done_key, now)
         if done is not None and not even_if_done:
             return done, False
-        self._hash_put(db, hash_key, {field: value}, now, ttl)
+        self._hash_put(db, entry.hash_key, {entry.field: entry.value}, now, entry.ttl)
         return done, True
 
     def _take(

@@ -27,8 +27,21 @@ class Lock:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """A field to set in a hash (``hash_key``, whose lifetime becomes ``ttl``) unless
+    ``done_key`` holds a value: the work the entry stands for has already ended."""
+
+    done_key: str
+    hash_key: str
+    field: str
+    value: str
+    ttl: float
+
+
+@dataclass(frozen=True)
 class Taken:
-    """What ``take_all_if_locked`` removed from a hash, and what it read alongside."""
+    """What a take (``take_all_if_locked``, ``add_and_claim``) removed from a hash, and what it
+    read alongside."""
 
     fields: dict[str, str]
     done: dict[str, str]  # field -> value at ``done_prefix + field``, for those that have one
@@ -50,26 +63,13 @@ class Store(Protocol):
         """Set fields of a hash and (re)set the whole hash's lifetime."""
 
     # Each of the next four is one round trip: they are what one event costs on the hot path.
-    def add_unless_done(
-        self,
-        done_key: str,
-        hash_key: str,
-        field: str,
-        value: str,
-        ttl: float,
-        *,
-        even_if_done: bool = False,
-    ) -> str | None:
-        """Read ``done_key``; unless it holds a value (or ``even_if_done``), set ``field`` of
-        ``hash_key`` (whose lifetime becomes ``ttl``). Returns ``done_key``'s value."""
+    def add_unless_done(self, entry: Entry, *, even_if_done: bool = False) -> str | None:
+        """Read ``entry.done_key``; unless it holds a value (or ``even_if_done``), set the
+        entry's field. Returns ``done_key``'s value."""
 
     def add_and_claim(
         self,
-        done_key: str,
-        hash_key: str,
-        field: str,
-        value: str,
-        ttl: float,
+        entry: Entry,
         lock: Lock,
         done_prefix: str,
         versions_key: str,
@@ -77,8 +77,8 @@ class Store(Protocol):
         even_if_done: bool = False,
     ) -> tuple[str | None, Taken | None]:
         """``add_unless_done``, then try to claim ``lock``; once claimed, take what
-        ``take_all_if_locked`` would. Returns ``done_key``'s value and what was taken (None
-        unless the lock was claimed)."""
+        ``take_all_if_locked`` would from the entry's hash. Returns ``done_key``'s value and
+        what was taken (None unless the lock was claimed)."""
 
     def take_all_if_locked(
         self, lock: Lock, hash_key: str, done_prefix: str, versions_key: str
