@@ -229,6 +229,14 @@ class Process:
             self.popen.wait()
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (every process, every core) since boot."""
+    times = psutil.cpu_times()
+    # Linux counts guest time inside user time, and steal is the hypervisor's, not ours.
+    parts = ("user", "nice", "system", "irq", "softirq")
+    return float(sum(getattr(times, part, 0.0) for part in parts))
+
+
 def worker_env(simulator: Simulator, data_dir: Path, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "ORDER_SYNC"))}
     env.update(
