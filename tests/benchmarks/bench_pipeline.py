@@ -104,7 +104,7 @@ def handwritten(concurrency: int = 16) -> Run:
     )
 
 
-def celery_task(name: str, concurrency: int = 16) -> Run:
+def celery_task(name: str, pool: str = "threads", concurrency: int = 16) -> Run:
     """One ``noop_app`` task per event: ``bench.noop`` or ``bench.put``."""
 
     def run(tmp: Path, events: int) -> dict[str, float]:
@@ -121,7 +121,7 @@ def celery_task(name: str, concurrency: int = 16) -> Run:
         result = tmp / f"noop-{uuid.uuid4().hex[:6]}.json"
         simulator = Simulator()  # idle for bench.noop, which runs beside one as the others do
         try:
-            argv = ["-A", "tests.benchmarks.noop_app", "worker", "-P", "threads"]
+            argv = ["-A", "tests.benchmarks.noop_app", "worker", "-P", pool]
             worker = Process(
                 [
                     sys.executable,

@@ -20,33 +20,12 @@ import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import requests
 from kombu import Connection, Consumer, Message
 
+from tests.benchmarks.put_body import body_of
 from worker.topology import EVENTS_QUEUE
-
-ENUMS = {"USD": 0, "Amazon": 4}
-ADDRESS_NAMES = {
-    "first_name": "FirstName",
-    "last_name": "LastName",
-    "zip_code": "ZipCode",
-    "city": "City",
-    "country": "Country",
-    "address_line_1": "AddressLine1",
-    "state": "State",
-}
-
-
-def body_of(changes: dict[str, Any]) -> dict[str, Any]:
-    """The same Update Order body the worker sends for a benchmark event."""
-    return {
-        "CustomerId": changes["customer_id"],
-        "OrderSource": ENUMS[changes["order_source"]],
-        "CurrencyCode": ENUMS[changes["currency_code"]],
-        "ShippingAddress": {ADDRESS_NAMES[k]: v for k, v in changes["shipping_address"].items()},
-    }
 
 
 def main() -> None:

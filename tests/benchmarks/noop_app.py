@@ -24,8 +24,7 @@ import requests
 from celery import Celery, signals
 from kombu import Queue
 
-from tests.benchmarks.handwritten import body_of
-from worker.logs import QUIET_AT_INFO
+from tests.benchmarks.put_body import body_of
 
 QUEUE = Queue("bench.noop", durable=True)
 
@@ -88,7 +87,7 @@ def put(payload: dict[str, Any]) -> None:
 @signals.after_setup_logger.connect
 def _quiet(**_: Any) -> None:
     # As in the worker (worker/logs.py): no "received" and "succeeded" lines per task.
-    for name in QUIET_AT_INFO[:2]:
+    for name in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
