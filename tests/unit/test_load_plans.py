@@ -20,6 +20,7 @@ from schemas.event import (
     load_event,
 )
 from schemas.plans import Unplanned
+from worker.demo import ADDRESS
 
 FULL_SCHEMA = OrderChangeEventSchema()
 
@@ -44,15 +45,6 @@ change_values: dict[str, st.SearchStrategy[Any]] = {
     "currency_code": mostly(st.sampled_from(["USD", "EUR", "CAD"])),
     "disable_inventory_count": mostly(st.booleans()),
 }
-GOOD_ADDRESS = {
-    "first_name": "Ada",
-    "last_name": "Lovelace",
-    "address_line_1": "1 Main St",
-    "city": "Springfield",
-    "zip_code": "12345",
-    "country": "US",
-    "state": "NY",
-}
 
 
 def rarely(draw: st.DrawFn, one_in: int = 25) -> bool:
@@ -70,7 +62,7 @@ def addresses(draw: st.DrawFn) -> Any:
         return draw(odd_values)
     address: dict[str, Any] = {}
     for spec in ADDRESS_FIELDS:
-        good = GOOD_ADDRESS.get(spec.snake)
+        good = ADDRESS.get(spec.snake)
         if good is None and draw(st.booleans()):
             continue  # optional fields come and go
         if good is not None and rarely(draw, 50):
@@ -156,7 +148,7 @@ def test_well_formed_events_take_the_plan_in_either_spelling() -> None:
         "event_id": "evt-1",
         "order_id": 5001,
         "occurred_at": "2026-11-26T10:00:00Z",
-        "changes": {"customer_id": 7, "currency_code": "USD", "shipping_address": GOOD_ADDRESS},
+        "changes": {"customer_id": 7, "currency_code": "USD", "shipping_address": ADDRESS},
     }
     pascal = {
         **snake,
@@ -164,9 +156,7 @@ def test_well_formed_events_take_the_plan_in_either_spelling() -> None:
             "CustomerId": 7,
             "CurrencyCode": "USD",
             "ShippingAddress": {
-                spec.pascal: GOOD_ADDRESS[spec.snake]
-                for spec in ADDRESS_FIELDS
-                if spec.snake in GOOD_ADDRESS
+                spec.pascal: ADDRESS[spec.snake] for spec in ADDRESS_FIELDS if spec.snake in ADDRESS
             },
         },
     }
@@ -179,5 +169,5 @@ def test_well_formed_events_take_the_plan_in_either_spelling() -> None:
 def test_a_shape_that_is_invalid_by_its_keys_alone_has_no_plan() -> None:
     both = {"event_id": "e", "order_id": 1, "occurred_at": "2026-11-26T10:00:00Z"}
     assert _plan_for(_shape({**both, "changes": {"customer_id": 1, "CustomerId": 1}})) is None
-    missing_city = {k: v for k, v in GOOD_ADDRESS.items() if k != "city"}
+    missing_city = {k: v for k, v in ADDRESS.items() if k != "city"}
     assert _plan_for(_shape({**both, "changes": {"shipping_address": missing_city}})) is None
