@@ -21,34 +21,19 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
 from kombu import Connection, Consumer, Message
 
-from tests.benchmarks.put_body import body_of
+from tests.benchmarks.plain_put import PlainPut
 from worker.topology import EVENTS_QUEUE
 
 
 def main() -> None:
     concurrency = int(sys.argv[1])
-    base = os.environ["SELLERCLOUD_BASE_URL"]
-    credentials = {
-        "Username": os.environ["SELLERCLOUD_USERNAME"],
-        "Password": os.environ["SELLERCLOUD_PASSWORD"],
-    }
-    token = requests.post(f"{base}/token", json=credentials, timeout=10).json()["access_token"]
-    local = threading.local()
+    plain_put = PlainPut()
     finished: queue.SimpleQueue[Message] = queue.SimpleQueue()
 
     def put(message: Message) -> None:
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-            session.headers["Authorization"] = f"Bearer {token}"
-        event = json.loads(message.body)
-        response = session.put(
-            f"{base}/Orders/{event['order_id']}", json=body_of(event["changes"]), timeout=10
-        )
-        response.raise_for_status()
+        plain_put(json.loads(message.body))
         finished.put(message)  # kombu channels are not thread-safe: the main thread acks
 
     stop = threading.Event()

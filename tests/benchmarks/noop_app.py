@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
 from celery import Celery, signals
 from kombu import Queue
 
-from tests.benchmarks.put_body import body_of
+from tests.benchmarks.plain_put import PlainPut
 
 QUEUE = Queue("bench.noop", durable=True)
 
@@ -53,35 +52,13 @@ def noop(payload: dict[str, Any]) -> None:
     """Nothing: what is measured is Celery and the broker."""
 
 
-_local = threading.local()
-_token: list[str] = []
-
-
-def _session() -> requests.Session:
-    session: requests.Session | None = getattr(_local, "session", None)
-    if session is None:
-        base = os.environ["SELLERCLOUD_BASE_URL"]
-        with _lock:
-            if not _token:
-                credentials = {
-                    "Username": os.environ["SELLERCLOUD_USERNAME"],
-                    "Password": os.environ["SELLERCLOUD_PASSWORD"],
-                }
-                reply = requests.post(f"{base}/token", json=credentials, timeout=10)
-                _token.append(reply.json()["access_token"])
-        session = _local.session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {_token[0]}"
-    return session
+_plain_put = PlainPut()
 
 
 @app.task(name="bench.put")
 def put(payload: dict[str, Any]) -> None:
     """The hand-written consumer's PUT, as a Celery task."""
-    base = os.environ["SELLERCLOUD_BASE_URL"]
-    response = _session().put(
-        f"{base}/Orders/{payload['order_id']}", json=body_of(payload["changes"]), timeout=10
-    )
-    response.raise_for_status()
+    _plain_put(payload)
 
 
 @signals.after_setup_logger.connect
