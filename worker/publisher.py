@@ -18,9 +18,9 @@ from marshmallow import ValidationError
 
 from schemas.errors import describe_errors
 from schemas.event import load_event
-from worker.broker import PERSISTENT, PUBLISH_RETRY_POLICY, connect
+from worker.broker.connection import PERSISTENT, PUBLISH_RETRY_POLICY, connect
+from worker.broker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, PUBLISHER_QUEUES
 from worker.settings import BrokerSettings, broker_settings
-from worker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, PUBLISHER_QUEUES
 
 
 class InvalidEvents(ValueError):

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from worker.embedded_broker import SCHEME as EMBEDDED_SCHEME
-from worker.ratelimit import Rate, parse_rate
+from worker.broker.embedded import SCHEME as EMBEDDED_SCHEME
+from worker.coordination.rate import Rate, parse_rate
 
 T = TypeVar("T")
 
@@ -73,7 +73,6 @@ def broker_settings(environ: Mapping[str, str] = os.environ) -> BrokerSettings:
     url = environ.get("CELERY_BROKER_URL", "").strip()
     if url:
         return BrokerSettings(url=url, embedded_dir=None, redis_visibility_timeout=visibility)
-    # Importing the module registers the scheme with kombu, in every process that reads this.
     return BrokerSettings(url=f"{EMBEDDED_SCHEME}://", embedded_dir=data_dir(environ) / "broker")
 
 
@@ -190,6 +189,11 @@ def fleet_settings(environ: Mapping[str, str] = os.environ) -> FleetSettings:
     if reader.problems:
         raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
     return settings
+
+
+def metrics_requested(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``ORDER_SYNC_METRICS_PORT`` is set at all (``metrics_port`` checks its value)."""
+    return bool(environ.get("ORDER_SYNC_METRICS_PORT", "").strip())
 
 
 def metrics_port(environ: Mapping[str, str] = os.environ) -> int | None:

@@ -36,11 +36,11 @@ from tests.benchmarks.harness import (
     machine,
     median,
 )
-from worker import pipeline
-from worker.ordering import OrderCoordinator
+from worker.broker.topology import EVENTS_QUEUE
+from worker.coordination.orders import OrderCoordinator
+from worker.coordination.redis_store import RedisStore
+from worker.intake import envelope as pipeline
 from worker.sellercloud.client import SellercloudClient
-from worker.state.redis_store import RedisStore
-from worker.topology import EVENTS_QUEUE
 
 
 def cpu_per_call(work: Callable[[int], None], count: int) -> float:

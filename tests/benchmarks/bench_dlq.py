@@ -23,10 +23,11 @@ from typing import Any
 
 from kombu import Connection, Producer
 
-from worker import deadletter
-from worker.broker import connect
+from worker.broker.connection import connect
+from worker.broker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE
+from worker.deadletter import entries
+from worker.deadletter import queue as dead_letters
 from worker.settings import broker_settings
-from worker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE
 
 REASONS = ("api_rejected", "invalid_event", "retries_exhausted", "order_not_found")
 
@@ -42,9 +43,9 @@ def seed(connection: Connection, count: int) -> float:
             "occurred_at": "2026-11-26T10:00:00Z",
             "changes": {"customer_id": i % 5000, "order_source": "Amazon"},
         }
-        deadletter.publish(
+        dead_letters.publish(
             producer,
-            deadletter.new_entry(
+            entries.new_entry(
                 reason=reason,
                 error=f"Update Order {100_000 + i}: HTTP 400",
                 attempts=1,

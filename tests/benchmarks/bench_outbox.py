@@ -26,13 +26,13 @@ import psycopg
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 
-from worker.broker import connect
+from worker.broker.connection import connect
+from worker.broker.topology import EVENTS_QUEUE
 from worker.outbox import db
 from worker.outbox.poller import run_until_empty
 from worker.outbox.sink import EventSink
 from worker.outbox.table import outbox
 from worker.settings import BrokerSettings, OutboxSettings
-from worker.topology import EVENTS_QUEUE
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/order_sync_bench"
 

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from kombu import Connection, Consumer, Message
 
 from tests.benchmarks.plain_put import PlainPut
-from worker.topology import EVENTS_QUEUE
+from worker.broker.topology import EVENTS_QUEUE
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import redis
 import requests
 from kombu import Connection, Producer
 
-from worker.topology import (
+from worker.broker.topology import (
     DEAD_LETTER_QUEUE,
     EVENT_ROUTING_KEY,
     EVENTS_EXCHANGE,

@@ -23,12 +23,8 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from worker.broker import connect
-from worker.deadletter import browse
-from worker.publisher import EventPublisher
-from worker.settings import BrokerSettings, broker_settings
-from worker.simulator import SimulatorServer, SimulatorState
-from worker.topology import (
+from worker.broker.connection import connect
+from worker.broker.topology import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
     EVENTS_EXCHANGE,
@@ -36,6 +32,10 @@ from worker.topology import (
     TASKS_EXCHANGE,
     TASKS_QUEUE,
 )
+from worker.deadletter.queue import browse
+from worker.publisher import EventPublisher
+from worker.settings import BrokerSettings, broker_settings
+from worker.simulator import SimulatorServer, SimulatorState
 
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

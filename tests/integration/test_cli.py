@@ -29,8 +29,8 @@ def order_sync(
 
 
 def events_queued(pipeline: Pipeline) -> int:
-    from worker.broker import connect
-    from worker.topology import EVENTS_QUEUE
+    from worker.broker.connection import connect
+    from worker.broker.topology import EVENTS_QUEUE
 
     with connect(pipeline.broker) as connection:
         # Declaring is harmless (durable, same arguments) and answers with the depth.

@@ -14,9 +14,9 @@ import pytest
 from kombu import Producer
 
 from tests.integration.conftest import Pipeline, make_event, wait_for
-from worker import deadletter
-from worker.broker import connect
-from worker.topology import EVENTS_QUEUE
+from worker.broker.connection import connect
+from worker.broker.topology import EVENTS_QUEUE
+from worker.deadletter import queue as dead_letters
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def seed(pipeline: Pipeline, count: int, **overrides: Any) -> list[dict[str, Any
         for i in range(count):
             order_id = overrides.get("order_id", 10_000 + i)
             event = make_event(order_id)
-            entry = deadletter.new_entry(
+            entry = entries.new_entry(
                 reason=overrides.get("reason", "api_rejected"),
                 error=overrides.get("error", f"Update Order {order_id}: HTTP 400"),
                 attempts=1,
@@ -49,7 +49,7 @@ def seed(pipeline: Pipeline, count: int, **overrides: Any) -> list[dict[str, Any
                 order_id=order_id,
                 status_code=400,
             )
-            deadletter.publish(producer, entry)
+            dead_letters.publish(producer, entry)
             entries.append(entry)
     return entries
 

@@ -160,8 +160,8 @@ def test_a_publishers_correlation_id_is_on_every_log_line_about_its_event(
 ) -> None:
     from kombu import Producer
 
-    from worker.broker import connect
-    from worker.topology import EVENTS_EXCHANGE, EVENTS_QUEUE
+    from worker.broker.connection import connect
+    from worker.broker.topology import EVENTS_EXCHANGE, EVENTS_QUEUE
 
     rabbit_pipeline.state.script_order(9620, [503])
     rabbit_pipeline.start_worker()

@@ -22,11 +22,11 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.engine import make_url
 
 from tests.integration.conftest import Pipeline, wait_for
-from worker.broker import connect
+from worker.broker.connection import connect
+from worker.broker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, EVENTS_QUEUE
 from worker.outbox import db
 from worker.outbox.table import outbox
 from worker.settings import OutboxSettings, outbox_settings
-from worker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, EVENTS_QUEUE
 
 pytestmark = pytest.mark.integration
 
@@ -366,7 +366,7 @@ def test_two_pollers_on_sqlite_take_turns(embedded_pipeline: Pipeline) -> None:
 
 def test_beat_schedules_the_poll_at_the_configured_interval(pipeline: Pipeline) -> None:
     probe = (
-        "import json; from worker.celery_app import app; import worker.outbox.tasks; "
+        "import json; from worker.celery import app; import worker.outbox.tasks; "
         "print(json.dumps(app.conf.beat_schedule['order_sync.outbox_poll']))"
     )
     result = subprocess.run(

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.integration.conftest import Pipeline, make_event
-from worker.demo import ADDRESS
+from worker.cli.demo import ADDRESS
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ import pytest
 from kombu import Connection, Message, Producer
 from kombu.serialization import loads
 
-from worker.celery_app import app
-from worker.consumer import EventConsumerStep
-from worker.tasks import APPLY_ORDER_EVENT
-from worker.topology import EVENTS_QUEUE
+from worker.apply.tasks import APPLY_ORDER_EVENT
+from worker.broker.topology import EVENTS_QUEUE
+from worker.celery import app
+from worker.intake.consumer import EventConsumerStep
 
 BODY = b'{"event_id": "e-1", "order_id": 5001}'
 
@@ -74,7 +74,7 @@ def test_an_event_the_pool_refuses_goes_back_to_its_queue(received: tuple[Any, M
     def broken(_request: Message) -> None:
         raise RuntimeError("a bug")
 
-    step.handle_task = broken
+    step.pool.handle_task = broken
     step.hand_over(step.as_request(message, {"body": "x"}, None))
     again = queue.get(no_ack=False)
     assert again is not None and again.body == BODY

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from worker.topology import EVENTS_QUEUE, TASKS_QUEUE
+from worker.broker.topology import EVENTS_QUEUE, TASKS_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

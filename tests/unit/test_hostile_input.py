@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu import Producer
 
-from worker import pipeline
+from worker.broker.topology import EVENTS_QUEUE
+from worker.intake import envelope as pipeline
 from worker.sellercloud import SellercloudClient
-from worker.topology import EVENTS_QUEUE
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -120,7 +120,7 @@ def test_a_ca_bundle_and_proxy_from_the_environment_still_apply(monkeypatch: Any
 
 
 def test_a_deeply_nested_replay_header_is_no_history() -> None:
-    from worker.deadletter import HISTORY_HEADER, replay_history
+    from worker.deadletter.entries import HISTORY_HEADER, replay_history
 
     assert replay_history({HISTORY_HEADER: "[" * 100_000 + "]" * 100_000}) == []
     assert replay_history({HISTORY_HEADER: "not json"}) == []
@@ -129,7 +129,7 @@ def test_a_deeply_nested_replay_header_is_no_history() -> None:
 def test_an_event_that_cannot_be_forwarded_goes_back_to_its_queue(monkeypatch: Any) -> None:
     from kombu import Connection
 
-    from worker.consumer import EventConsumerStep
+    from worker.intake.consumer import EventConsumerStep
 
     with Connection("memory://") as connection:
         queue = EVENTS_QUEUE(connection.default_channel)

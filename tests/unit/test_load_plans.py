@@ -20,7 +20,7 @@ from schemas.event import (
     load_event,
 )
 from schemas.plans import Unplanned
-from worker.demo import ADDRESS
+from worker.cli.demo import ADDRESS
 
 FULL_SCHEMA = OrderChangeEventSchema()
 

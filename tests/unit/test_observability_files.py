@@ -474,7 +474,8 @@ def test_dashboard_shows_every_metric() -> None:
 def test_the_metric_list_matches_what_the_worker_serves() -> None:
     from prometheus_client import Counter, Histogram
 
-    from worker import deadletter, metrics
+    from worker.deadletter import reasons as deadletter
+    from worker.observability import metrics
 
     served: dict[str, set[str]] = {"order_sync_queue_messages": {"queue"}}
     for obj in vars(metrics).values():

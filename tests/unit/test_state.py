@@ -14,12 +14,13 @@ import pytest
 import redis
 
 from schemas.event import load_event
-from worker.ordering import OrderCoordinator
-from worker.ratelimit import FleetRateLimiter, Rate, parse_rate
+from worker.coordination.orders import OrderCoordinator
+from worker.coordination.rate import Rate, parse_rate
+from worker.coordination.ratelimit import FleetRateLimiter
+from worker.coordination.redis_store import RedisStore
+from worker.coordination.sqlite_store import SqliteStore
+from worker.coordination.store import Entry, Lock, Store, StoreUnavailable
 from worker.sellercloud.errors import RateLimited
-from worker.state import Entry, Lock, Store, StoreUnavailable
-from worker.state.redis_store import RedisStore
-from worker.state.sqlite_store import SqliteStore
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, Row, bindparam, delete, func, select,
 
 from schemas.errors import flatten_errors
 from schemas.event import load_event
-from worker.deadletter import new_entry
+from worker.deadletter.entries import new_entry
 from worker.outbox.sink import EventSink, Outgoing
 from worker.outbox.table import as_utc, outbox
 

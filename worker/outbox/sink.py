@@ -18,11 +18,11 @@ from typing import Any, cast
 import amqp
 from kombu import Connection, Producer
 
-from worker import deadletter
-from worker.broker import PERSISTENT, connect
+from worker.broker.connection import PERSISTENT, connect
+from worker.broker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, PUBLISHER_QUEUES
+from worker.deadletter import queue as deadletter_queue
 from worker.publisher import EventPublisher
 from worker.settings import BrokerSettings
-from worker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, PUBLISHER_QUEUES
 
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 #: How long a batch waits for the broker's confirms before its unconfirmed rest counts as failed.
@@ -111,7 +111,7 @@ class EventSink:
         """Store an entry (confirmed on AMQP); raises if the broker cannot take it."""
         if self._dead_letters is None:
             self._dead_letters = connect(self.settings)
-        deadletter.publish(Producer(self._dead_letters), entry)
+        deadletter_queue.publish(Producer(self._dead_letters), entry)
 
 
 class _ConfirmChannel:

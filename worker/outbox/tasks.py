@@ -9,11 +9,12 @@ dropped rather than run back to back. Overlapping runs are safe: rows are locked
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import structlog
+from celery import shared_task
 from sqlalchemy import Engine
 
-from worker.celery_app import app
 from worker.outbox.db import outbox_engine
 from worker.outbox.poller import run_until_empty
 from worker.outbox.sink import EventSink
@@ -31,7 +32,7 @@ def _engine(settings: OutboxSettings) -> Engine:
     return outbox_engine(settings)
 
 
-@app.task(name=OUTBOX_POLL, ignore_result=True)
+@shared_task(name=OUTBOX_POLL, ignore_result=True)
 def outbox_poll() -> dict[str, int]:
     """Publish pending outbox rows until none are left or about one interval is used."""
     settings = outbox_settings()
@@ -50,17 +51,14 @@ def outbox_poll() -> dict[str, int]:
     return result.counts()
 
 
-def _interval() -> float:
+def beat_schedule() -> dict[str, Any]:
+    """The beat entry that sends ``order_sync.outbox_poll`` every interval."""
     try:
-        return outbox_settings().interval
+        interval = outbox_settings().interval
     except ConfigError as exc:
         # The worker must still start for events; the task itself reports the problem each run.
         log.error("outbox settings are invalid", error=str(exc))
-        return DEFAULT_INTERVAL
-
-
-INTERVAL = _interval()
-app.conf.beat_schedule = {
-    **(app.conf.beat_schedule or {}),
-    OUTBOX_POLL: {"task": OUTBOX_POLL, "schedule": INTERVAL, "options": {"expires": INTERVAL}},
-}
+        interval = DEFAULT_INTERVAL
+    return {
+        OUTBOX_POLL: {"task": OUTBOX_POLL, "schedule": interval, "options": {"expires": interval}}
+    }

@@ -1,0 +1,143 @@
+"""The retry policy: every "retry, how long, counted or not, or dead-letter" decision.
+
+    what happened                              decision
+    the API answered 429                       the whole fleet pauses until its reset; the
+                                               event comes back then, not counted
+    the fleet's own rate limit is full         come back at the next free slot, not counted
+    a transient failure (5xx, timeout, cut     come back after backoff, counted; past
+      connection, token trouble)               ORDER_SYNC_MAX_RETRIES: dead-letter
+                                               (``retries_exhausted``)
+    the API refused the request (4xx)          dead-letter with the error's reason
+    another worker is writing the order        come back shortly, not counted (``order_busy``)
+    the shared store did not answer            come back in a few seconds, not counted
+                                               (``store_unavailable``)
+    the event can never succeed as published   dead-letter now with its reason
+    anything else (a bug of ours)              dead-letter as ``internal_error``
+
+Backoff is exponential with full jitter: a wait drawn from 0 to
+``min(ORDER_SYNC_RETRY_BACKOFF_MAX, ORDER_SYNC_RETRY_BACKOFF * 2**failures)``. Waits that are
+not counted never use up an event's retries: they are the fleet's conditions, not the event's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.coordination.store import StoreUnavailable
+from worker.deadletter import entries
+from worker.deadletter.entries import EventContext
+from worker.deadletter.reasons import INTERNAL_ERROR
+from worker.intake.envelope import EventRejected
+from worker.observability import metrics
+from worker.sellercloud.errors import (
+    ApiUnavailable,
+    AuthenticationFailed,
+    RateLimited,
+    SellercloudError,
+    TransientError,
+)
+from worker.settings import ApiSettings
+
+ORDER_BUSY = "order_busy"
+STORE_UNAVAILABLE = "store_unavailable"
+#: Every ``reason`` a retry is counted under (the ``order_sync_retries_total`` label).
+RETRY_REASONS = (
+    ORDER_BUSY,
+    STORE_UNAVAILABLE,
+    RateLimited.reason,
+    ApiUnavailable.reason,
+    AuthenticationFailed.reason,
+    TransientError.reason,
+)
+
+STORE_RETRY_SECONDS = 5.0
+
+# Given the 429's reset time and a fallback wait, pauses the whole fleet; returns the wait.
+PauseFleet = Callable[[dt.datetime | None, float], float]
+
+
+@dataclass
+class RetryLater(Exception):
+    """Come back after ``countdown`` seconds; ``counted`` spends one of the event's retries."""
+
+    countdown: float
+    counted: bool
+    reason: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class DeadLetterNow:
+    """Give up on the event: how to make its dead-letter entry."""
+
+    make_entry: Callable[[dict[str, Any], EventContext, int], dict[str, Any]] = field(repr=False)
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int
+    backoff_base: float
+    backoff_max: float
+    uniform: Callable[[float, float], float] = random.uniform
+
+    @classmethod
+    def from_settings(cls, settings: ApiSettings) -> RetryPolicy:
+        return cls(settings.max_retries, settings.retry_backoff, settings.retry_backoff_max)
+
+    def backoff(self, failures: int) -> float:
+        """Exponential backoff with full jitter."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2**failures)
+        return self.uniform(0, ceiling)
+
+    def order_busy(self) -> RetryLater:
+        """Another writer holds the order and will take the event with its next PUT."""
+        return RetryLater(self.backoff(0) / 4 + 0.2, counted=False, reason=ORDER_BUSY)
+
+    def after_api_error(
+        self, error: SellercloudError, failures: int, pause_fleet: PauseFleet
+    ) -> RetryLater | None:
+        """When to try a failed call again; None: never (dead-letter the events it carried)."""
+        if isinstance(error, RateLimited):
+            wait = self.backoff(failures)
+            if error.status_code is not None:  # the API itself said 429: the whole fleet waits
+                metrics.RATE_LIMIT_PAUSES.inc()
+                wait = pause_fleet(error.reset_at, wait)
+            elif error.reset_at is not None:
+                wait = max(wait, error.reset_at.timestamp() - time.time())
+            return RetryLater(wait, counted=False, reason=error.reason, error=str(error))
+        if isinstance(error, TransientError) and failures < self.max_retries:
+            return RetryLater(
+                self.backoff(failures), counted=True, reason=error.reason, error=str(error)
+            )
+        return None
+
+    def after_failure(self, exc: Exception) -> RetryLater | DeadLetterNow:
+        """What becomes of an event whose task ended in ``exc`` (raised while handling it)."""
+        if isinstance(exc, RetryLater):
+            return exc
+        if isinstance(exc, StoreUnavailable):
+            return RetryLater(
+                STORE_RETRY_SECONDS, counted=False, reason=STORE_UNAVAILABLE, error=str(exc)
+            )
+        if isinstance(exc, EventRejected):
+            rejected = exc
+            return DeadLetterNow(
+                lambda env, context, attempts: entries.rejected_entry(
+                    env, context, rejected, attempts
+                ),
+                rejected.reason,
+            )
+        trace = "".join(traceback.format_exception(exc, limit=20))
+        return DeadLetterNow(
+            lambda env, context, attempts: entries.internal_error_entry(
+                env, context, exc, trace, attempts
+            ),
+            INTERNAL_ERROR,
+        )

@@ -1,0 +1,1 @@
+"""The ``order-sync`` command (``main``) and its command groups, one module each."""

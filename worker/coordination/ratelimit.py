@@ -1,0 +1,64 @@
+"""One rate limit for the whole fleet, and the pause every worker keeps after a 429.
+
+Sellercloud allows 10,800 calls an hour per IP address, token calls included. Every call of
+every process reserves the next send slot in the shared store (slots evenly spaced, so no window
+of any length sees a burst); spacing runs at 90% of the limit, which keeps the API from ever
+answering 429 while using nearly all of the budget.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+
+from worker.coordination.rate import Rate
+from worker.coordination.store import Store
+from worker.observability.metrics import RATE_LIMIT_WAIT
+from worker.sellercloud.errors import RateLimited
+
+SLOT_KEY = "order-sync:rate-slot"
+PAUSE_KEY = "order-sync:rate-pause"
+# Longer waits are not slept through in a worker thread: the event is retried at the reset.
+LONGEST_SLEEP = 5.0
+
+
+class FleetRateLimiter:
+    """Call ``wait()`` before every API call."""
+
+    def __init__(
+        self,
+        store: Store,
+        rate: Rate | None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.rate = rate
+        self.sleep = sleep
+
+    def wait(self) -> None:
+        # One round trip: the pause, the look ahead (a slot reserved and then not used is
+        # budget thrown away) and the reservation happen together in the store.
+        state, value = self.store.take_slot(
+            PAUSE_KEY, SLOT_KEY, self.rate.interval if self.rate else None, LONGEST_SLEEP
+        )
+        if state == "paused":
+            raise RateLimited(
+                "the API asked every worker to wait (HTTP 429)",
+                reset_at=dt.datetime.fromtimestamp(value, dt.UTC),
+            )
+        if state == "full" and self.rate is not None:
+            raise RateLimited(
+                f"rate limit {self.rate.calls}/{self.rate.per_seconds:g}s reached by the fleet",
+                reset_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=value),
+            )
+        if state == "reserved" and value > 0:
+            RATE_LIMIT_WAIT.inc(value)
+            self.sleep(value)
+
+    def pause_fleet(self, until: dt.datetime | None, fallback_seconds: float) -> float:
+        """After a 429: every worker waits until ``until``; returns the seconds to wait."""
+        seconds = (until - dt.datetime.now(dt.UTC)).total_seconds() if until else 0.0
+        seconds = max(seconds, fallback_seconds)
+        self.store.put(PAUSE_KEY, str(time.time() + seconds), ttl=seconds + 1)
+        return seconds

@@ -1,0 +1,52 @@
+"""The worker's ``/metrics`` endpoint on ``ORDER_SYNC_METRICS_PORT``.
+
+Serves the counts of every process of the worker, summed (see ``storage``), and the depth of
+each of our queues, asked of the broker at scrape time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+
+from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from worker.broker.connection import connect, queue_depths
+from worker.deadletter.reasons import REASONS
+from worker.observability.metrics import DEAD_LETTERS, QUEUE_MESSAGES
+from worker.observability.storage import MULTIPROC_ENV
+from worker.settings import BrokerSettings
+
+
+class QueueDepthCollector(Collector):
+    """``order_sync_queue_messages{queue}``, asked of the broker at each scrape."""
+
+    def __init__(self, broker: BrokerSettings) -> None:
+        self.broker = broker
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            QUEUE_MESSAGES, "Messages waiting in each queue.", labels=["queue"]
+        )
+        try:
+            with connect(self.broker) as connection:
+                for queue, count in queue_depths(connection).items():
+                    family.add_metric([queue], float(count))
+        except Exception:  # noqa: S110 (a scrape must not fail because the broker is down)
+            pass
+        yield family
+
+
+def serve(port: int, broker: BrokerSettings, environ: Mapping[str, str] = os.environ) -> None:
+    """Serve every process's metrics, summed, on ``port`` (call once, in the main process)."""
+    # A labelled series exists only once touched; alerts on increase() need it from the start.
+    for reason in REASONS:
+        DEAD_LETTERS.labels(reason=reason)
+    registry = REGISTRY
+    if environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(QueueDepthCollector(broker))
+    start_http_server(port, registry=registry)
