@@ -75,7 +75,7 @@ run "KEDA references (scale target, TriggerAuthentication, Secret key, triggers)
     "$BIN/python" deploy/check_refs.py keda
 
 # Prometheus loads a rule on a misspelt metric and it never fires, so the names are checked against
-# the metrics the worker serves; check_refs.py tokenises PromQL for that.
+# the metrics the worker serves; check_refs.py parses PromQL (promql-parser) for that.
 run "alert rules (fields, runbook anchors in deploy/README.md, metric names) deploy/observability/alerts.yaml" \
     "$BIN/python" deploy/check_refs.py alerts
 
@@ -95,7 +95,7 @@ if [[ -n $promtool ]]; then
         "$promtool" check config deploy/observability/prometheus.yml
 else
     skip "promtool check config deploy/observability/prometheus.yml" \
-        "promtool is not installed here; PromQL checked by check_refs.py's tokeniser only"
+        "promtool is not installed here; PromQL checked by check_refs.py (promql-parser) only"
 fi
 
 # systemd-analyze verify checks that ExecStart= points at an executable, which exists only on an

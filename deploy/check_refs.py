@@ -14,11 +14,23 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
+
+# Run as a script, Python puts deploy/ on the path, not the repository root with the worker package.
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from worker.apply import retry
+from worker.broker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
+from worker.deadletter import reasons as deadletter
+from worker.observability import metrics
+from worker.sellercloud.client import ENDPOINTS
 
 DEPLOY = Path(__file__).resolve().parent
 K8S = DEPLOY / "k8s"
@@ -229,48 +241,61 @@ DATASOURCE_UID = "${DS_PROMETHEUS}"
 SEVERITIES = {"critical", "warning"}
 METRICS_SECTION = "Metrics and alerts"
 
-# What the worker serves, kept by hand in step with the worker code and with the table in
-# deploy/README.md (checked by metrics-doc). For each label: its possible values, or a pattern
-# where the set is open.
+# What the worker serves, from the worker's own declarations. For each label: its possible values,
+# or a pattern where the set is open.
 LabelValues = frozenset[str] | re.Pattern[str]
-RETRY_REASONS = frozenset(
-    {"api_unavailable", "rate_limited", "auth_failed", "order_busy", "store_unavailable"}
-)
-DEAD_LETTER_REASONS = frozenset(
-    {
-        "invalid_json",
-        "unsupported_content_type",
-        "too_large",
-        "invalid_event",
-        "api_rejected",
-        "order_not_found",
-        "retries_exhausted",
-        "internal_error",
-    }
-)
-QUEUES = frozenset({"order-sync.events", "order-sync.tasks", "order-sync.dead-letters"})
-METRICS: dict[str, dict[str, LabelValues]] = {
-    "order_sync_events_received_total": {},
-    "order_sync_events_applied_total": {},
-    "order_sync_events_skipped_total": {"why": frozenset({"duplicate", "stale"})},
-    "order_sync_stale_fields_total": {},
-    "order_sync_retries_total": {"reason": RETRY_REASONS},
-    "order_sync_dead_letters_total": {"reason": DEAD_LETTER_REASONS},
-    "order_sync_api_request_duration_seconds": {
-        "endpoint": frozenset({"update_order", "token"}),
-        "status": re.compile(r"[1-5][0-9][0-9]|error"),
+RETRY_REASONS = frozenset(retry.RETRY_REASONS)
+DEAD_LETTER_REASONS = frozenset(deadletter.REASONS)
+QUEUES = frozenset(queue.name for queue in (EVENTS_QUEUE, TASKS_QUEUE, DEAD_LETTER_QUEUE))
+# The values of every label of metrics.ALL. Those the worker declares are imported; the others are
+# literals at the call sites that set them (intake, apply, observe_api_call), copied here.
+LABEL_VALUES: dict[MetricWrapperBase, dict[str, LabelValues]] = {
+    metrics.EVENTS_SKIPPED: {"why": frozenset(metrics.SKIPPED_WHY)},
+    metrics.RETRIES: {"reason": RETRY_REASONS},
+    metrics.DEAD_LETTERS: {"reason": DEAD_LETTER_REASONS},
+    metrics.API_DURATION: {
+        "endpoint": frozenset(ENDPOINTS),
+        "status": re.compile(rf"[1-5][0-9][0-9]|{metrics.NO_ANSWER}"),
     },
-    "order_sync_token_fetches_total": {"outcome": frozenset({"ok", "failed"})},
-    "order_sync_rate_limit_wait_seconds_total": {},
-    "order_sync_rate_limit_pauses_total": {},
-    "order_sync_queue_messages": {"queue": QUEUES},
+    metrics.TOKEN_FETCHES: {"outcome": frozenset(metrics.TOKEN_OUTCOMES)},
 }
-HISTOGRAMS = {"order_sync_api_request_duration_seconds"}
 # Prometheus adds these to every scraped series; `up` carries nothing else.
 TARGET_LABELS: dict[str, LabelValues] = {
     "job": frozenset({SCRAPE_JOB}),
     "instance": re.compile(r".+"),
 }
+
+
+def served(
+    worker_metrics: Iterable[MetricWrapperBase],
+) -> dict[str, tuple[str, dict[str, LabelValues]]]:
+    """Every metric the worker serves, by the name the README lists: its type and labels.
+
+    A label without values in LABEL_VALUES (or values for a label the metric lacks) is an error:
+    the checks could not tell a typo from a new value.
+    """
+    found: dict[str, tuple[str, dict[str, LabelValues]]] = {
+        metrics.QUEUE_MESSAGES: ("gauge", {"queue": QUEUES})
+    }
+    for metric in worker_metrics:
+        labels = LABEL_VALUES.get(metric, {})
+        if set(labels) != set(metric._labelnames):
+            raise ValueError(
+                f"check_refs.py: LABEL_VALUES gives {metric._name} the labels {sorted(labels)}, "
+                f"the worker {sorted(metric._labelnames)}"
+            )
+        kind = str(metric._type)
+        if kind not in {"counter", "gauge", "histogram"}:
+            raise ValueError(
+                f"check_refs.py: does not know how a {kind} ({metric._name}) is served"
+            )
+        # prometheus_client serves a counter as <name>_total, and takes the name without it.
+        found[metric._name + ("_total" if kind == "counter" else "")] = (kind, labels)
+    return found
+
+
+SERVED = served(metrics.ALL)
+METRICS = {name: labels for name, (_, labels) in SERVED.items()}
 
 
 def _series() -> dict[str, dict[str, LabelValues]]:
@@ -280,9 +305,9 @@ def _series() -> dict[str, dict[str, LabelValues]]:
     and a counter never has those suffixes.
     """
     series: dict[str, dict[str, LabelValues]] = {"up": dict(TARGET_LABELS)}
-    for name, own in METRICS.items():
+    for name, (kind, own) in SERVED.items():
         labels = {**own, **TARGET_LABELS}
-        if name in HISTOGRAMS:
+        if kind == "histogram":
             series[f"{name}_bucket"] = {**labels, "le": re.compile(r".+")}
             series[f"{name}_count"] = labels
             series[f"{name}_sum"] = labels
@@ -293,197 +318,68 @@ def _series() -> dict[str, dict[str, LabelValues]]:
 
 SERIES = _series()
 
-# No PromQL parser is installed here (promtool and the Python ports are not in the venv), so
-# expressions are tokenised: enough to find every selector and its matchers, and to reject
-# unknown functions and unbalanced brackets, which is what a typo usually produces.
-PROMQL_TOKEN = re.compile(
-    r"""
-    (?P<space>\s+)
-    |(?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
-    |(?P<number>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?(?:(?:ms|[smhdwy])\d*)*)
-    |(?P<variable>\$\{?\w+(?::\w+)?\}?)
-    |(?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
-    |(?P<op>=~|!~|!=|==|<=|>=|[-+*/%^<>=,(){}\[\]:@])
-    """,
-    re.VERBOSE,
+# Grafana replaces its interval variables before Prometheus sees a query; for the parser any
+# duration will do. Quoted strings are matched first so that they are left as they are.
+GRAFANA_INTERVAL = re.compile(
+    r"""("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)"""
+    r"|\$(?:__(?:rate_interval|interval|range)\b|\{__(?:rate_interval|interval|range)\})"
 )
-PROMQL_AGGREGATIONS = {
-    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-    "bottomk", "topk", "quantile", "limitk", "limit_ratio",
-}  # fmt: skip
-PROMQL_FUNCTIONS = {
-    "abs", "absent", "absent_over_time", "acos", "acosh", "asin", "asinh", "atan", "atanh",
-    "avg_over_time", "ceil", "changes", "clamp", "clamp_max", "clamp_min", "cos", "cosh",
-    "count_over_time", "day_of_month", "day_of_week", "day_of_year", "days_in_month", "deg",
-    "delta", "deriv", "double_exponential_smoothing", "end", "exp", "floor", "histogram_avg",
-    "histogram_count", "histogram_fraction", "histogram_quantile", "histogram_stddev",
-    "histogram_stdvar", "histogram_sum", "holt_winters", "hour", "idelta", "increase", "irate",
-    "label_join", "label_replace", "last_over_time", "ln", "log10", "log2", "mad_over_time",
-    "max_over_time", "min_over_time", "minute", "month", "pi", "predict_linear",
-    "present_over_time", "quantile_over_time", "rad", "rate", "resets", "round", "scalar", "sgn",
-    "sin", "sinh", "sort", "sort_by_label", "sort_by_label_desc", "sort_desc", "sqrt", "start",
-    "stddev_over_time", "stdvar_over_time", "sum_over_time", "tan", "tanh", "time", "timestamp",
-    "vector", "year",
-}  # fmt: skip
-# Followed by a parenthesised list of label names, not an expression.
-PROMQL_GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
-PROMQL_KEYWORDS = {"and", "or", "unless", "atan2", "bool", "offset", "inf", "nan"}
-PROMQL_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t", "r": "\r"}
-CLOSING = {"(": ")", "[": "]", "{": "}"}
 
 
-def _unquote(literal: str) -> str:
-    if literal.startswith("`"):
-        return literal[1:-1]
-
-    def escape(match: re.Match[str]) -> str:
-        if match.group(1) not in PROMQL_ESCAPES:
-            raise ValueError(f"escape \\{match.group(1)} in {literal} is not valid PromQL")
-        return PROMQL_ESCAPES[match.group(1)]
-
-    return re.sub(r"\\(.)", escape, literal[1:-1])
-
-
-def _tokens(expr: str) -> list[tuple[str, str]]:
-    tokens: list[tuple[str, str]] = []
-    position = 0
-    while position < len(expr):
-        match = PROMQL_TOKEN.match(expr, position)
-        if not match:
-            raise ValueError(f"cannot read {expr[position : position + 20]!r}")
-        position = match.end()
-        kind = match.lastgroup or ""
-        if kind != "space":
-            tokens.append((kind, match.group()))
-    return tokens
-
-
-def _check_balanced(tokens: list[tuple[str, str]]) -> None:
-    stack: list[str] = []
-    for kind, text in tokens:
-        if kind == "op" and text in CLOSING:
-            stack.append(CLOSING[text])
-        elif kind == "op" and text in CLOSING.values() and (not stack or stack.pop() != text):
-            raise ValueError(f"unexpected {text!r}")
-    if stack:
-        raise ValueError(f"{stack[-1]!r} missing at the end")
-
-
-def _closing(tokens: list[tuple[str, str]], start: int) -> int:
-    """The index of the bracket that closes tokens[start]; raises if it is not closed properly."""
-    stack: list[str] = []
-    for index in range(start, len(tokens)):
-        kind, text = tokens[index]
-        if kind != "op":
-            continue
-        if text in CLOSING:
-            stack.append(CLOSING[text])
-        elif text in CLOSING.values():
-            if not stack or stack.pop() != text:
-                raise ValueError(f"unexpected {text!r}")
-            if not stack:
-                return index
-    raise ValueError(f"{tokens[start][1]!r} is never closed")
-
-
-def _check_matchers(
-    name: str, labels: dict[str, LabelValues], tokens: list[tuple[str, str]]
-) -> Iterator[str]:
-    """Matchers are read only as label, operator, quoted value: the one form these files need,
-    so anything else is reported rather than guessed at."""
-    index = 0
-    while index < len(tokens):
-        triple = tokens[index : index + 3]
-        kinds = [kind for kind, _ in triple]
-        if kinds != ["ident", "op", "string"] or triple[1][1] not in {"=", "!=", "=~", "!~"}:
-            yield f"{name}: cannot read the matcher {' '.join(t for _, t in triple)!r}"
-            return
-        (_, label), (_, op), (_, literal) = triple
-        index += 3
-        if index < len(tokens):
-            if tokens[index] != ("op", ","):
-                yield f"{name}: expected ',' after {label}{op}{literal}"
-                return
-            index += 1
-        if label == "__name__":
-            yield f"{name}: select the metric by name, not with __name__"
-            continue
+def _selector_problems(selector: promql_parser.VectorSelector) -> Iterator[str]:
+    name = selector.name
+    if name is None:
+        yield f"a selector without a metric name: {selector}"
+        return
+    if name not in SERIES:
+        yield f"unknown metric {name}"
+        return
+    if selector.matchers.or_matchers:
+        # The parser accepts MetricsQL's `or` between matchers; Prometheus does not.
+        yield f"{name}: `or` between label matchers is not PromQL"
+        return
+    labels = SERIES[name]
+    # The parser rejects __name__ beside a metric name, so every matcher here is a label's.
+    for matcher in selector.matchers.matchers:
+        label, value = matcher.name, matcher.value
         if label not in labels:
             yield f"{name} has no label {label!r} (it has: {', '.join(sorted(labels))})"
             continue
-        try:
-            value = _unquote(literal)
-        except ValueError as error:
-            yield f"{name}: {error}"
-            continue
         known = labels[label]
-        if op in {"=", "!="}:
+        if matcher.op in (promql_parser.MatchOp.Equal, promql_parser.MatchOp.NotEqual):
             ok = bool(known.fullmatch(value)) if isinstance(known, re.Pattern) else value in known
             if not ok:
                 yield f"{name}: {label}={value!r} is not a value the worker sets"
             continue
         try:
             pattern = re.compile(value)
-        except re.error as error:
-            yield f"{name}: {label}{op}{literal}: bad regular expression ({error})"
-            continue
+        except re.error:
+            continue  # valid for Prometheus (the parser checked it), beyond Python's re
         # Prometheus anchors label regexes; one matching no known value is surely a typo.
         if isinstance(known, frozenset) and not any(pattern.fullmatch(v) for v in known):
-            yield f"{name}: {label}{op}{literal} matches none of {', '.join(sorted(known))}"
+            yield f"{name}: {matcher} matches none of {', '.join(sorted(known))}"
 
 
 def promql_problems(expr: str) -> Iterator[str]:
-    """What is wrong with one expression: unknown series, labels, values or functions."""
+    """What is wrong with one expression: syntax and unknown functions (found by the parser),
+    unknown series, labels or values."""
+    if not expr.strip():
+        yield "empty expression"
+        return
     try:
-        tokens = _tokens(expr)
-        if not tokens:
-            yield "empty expression"
-            return
-        _check_balanced(tokens)
-        index = 0
-        while index < len(tokens):
-            kind, text = tokens[index]
-            following = tokens[index + 1] if index + 1 < len(tokens) else ("", "")
-            if kind == "op" and text == "[":
-                # A range or subquery: durations and Grafana's $__rate_interval, no names.
-                index = _closing(tokens, index) + 1
-                continue
-            if kind == "op" and text == "{":
-                yield "a selector without a metric name"
-                index = _closing(tokens, index) + 1
-                continue
-            if kind != "ident":
-                index += 1
-                continue
-            if following == ("op", "("):
-                if text in PROMQL_GROUPING:
-                    index = _closing(tokens, index + 1) + 1
-                    continue
-                if text not in PROMQL_FUNCTIONS | PROMQL_AGGREGATIONS:
-                    yield f"unknown function {text}()"
-                index += 1
-                continue
-            # `sum by (le) (...)`: the aggregation's modifier comes before its parenthesis.
-            aggregation = text in PROMQL_AGGREGATIONS and following in {
-                ("ident", "by"),
-                ("ident", "without"),
-            }
-            if text in PROMQL_KEYWORDS | PROMQL_GROUPING or aggregation:
-                index += 1
-                continue
-            if text not in SERIES:
-                yield f"unknown metric {text}"
-                labels: dict[str, LabelValues] | None = None
-            else:
-                labels = SERIES[text]
-            index += 1
-            if following == ("op", "{"):
-                end = _closing(tokens, index)
-                if labels is not None:
-                    yield from _check_matchers(text, labels, tokens[index + 1 : end])
-                index = end + 1
+        tree = promql_parser.parse(GRAFANA_INTERVAL.sub(lambda m: m.group(1) or "1m", expr))
     except ValueError as error:
-        yield str(error)
+        yield f"{expr!r} is not valid PromQL: {error}"
+        return
+    selectors: list[promql_parser.VectorSelector] = []
+
+    def visit(node: promql_parser.Expr) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            selectors.append(node)
+
+    promql_parser.walk(tree, visit)
+    for selector in selectors:
+        yield from _selector_problems(selector)
 
 
 def github_anchors(markdown: str) -> set[str]:

@@ -7,6 +7,8 @@ these tests run it and pin the facts the files must keep as the project changes.
 from __future__ import annotations
 
 import configparser
+import contextlib
+import inspect
 import json
 import os
 import re
@@ -18,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from worker import settings
 from worker.broker.topology import EVENTS_QUEUE, TASKS_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,11 +66,40 @@ def readme_settings() -> set[str]:
     return names
 
 
+class RecordingEnviron(dict[str, str]):
+    """An empty environment that records every name asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return default
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.asked.add(str(key))
+        return False
+
+
 def code_settings() -> set[str]:
-    """The variables worker/settings.py reads."""
-    source = (ROOT / "worker" / "settings.py").read_text(encoding="utf-8")
-    names = set(re.findall(r"\"((?:CELERY|SELLERCLOUD|ORDER_SYNC)_[A-Z0-9_]+)\"", source))
-    assert "SELLERCLOUD_PASSWORD_FILE" in names, "worker/settings.py was not parsed"
+    """The variables worker.settings reads: each of its public functions that takes ``environ`` is
+    called with an empty environment that records what it is asked."""
+    environ = RecordingEnviron()
+    for name, function in inspect.getmembers(settings, inspect.isfunction):
+        if name.startswith("_") or function.__module__ != settings.__name__:
+            continue
+        if "environ" in inspect.signature(function).parameters:
+            with contextlib.suppress(settings.ConfigError):
+                function(environ=environ)
+    names = {
+        key for key in environ.asked if key.startswith(("CELERY_", "SELLERCLOUD_", "ORDER_SYNC_"))
+    }
+    assert "SELLERCLOUD_PASSWORD_FILE" in names, "worker.settings was not asked for its settings"
     return names
 
 

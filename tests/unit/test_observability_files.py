@@ -209,7 +209,7 @@ BROKEN = [
         "sum(increase(order_sync_rate_limit_pauses_total[15m])) > 0",
         "sum(increse(order_sync_rate_limit_pauses_total[15m])) > 0",
         "alerts",
-        "unknown function increse()",
+        "unknown function with name 'increse'",
         id="alert-unknown-function",
     ),
     pytest.param(
@@ -217,7 +217,7 @@ BROKEN = [
         "sum(increase(order_sync_rate_limit_pauses_total[15m])) > 0",
         "sum(increase(order_sync_rate_limit_pauses_total[15m]) > 0",
         "alerts",
-        "')' missing at the end",
+        "unclosed left parenthesis",
         id="alert-unbalanced",
     ),
     pytest.param(
@@ -378,6 +378,7 @@ def test_yamllint_covers_the_observability_files(deploy_copy: Path) -> None:
         'count_values("queue", order_sync_queue_messages)',
         'order_sync_dead_letters_total{reason!="invalid_json",}',
         'order_sync_api_request_duration_seconds_sum{endpoint="token", status="error"}',
+        "sum(rate(order_sync_retries_total[${__rate_interval}]))",
     ],
 )
 def test_promql_accepts(expr: str) -> None:
@@ -393,9 +394,14 @@ def test_promql_accepts(expr: str) -> None:
         ('order_sync_retries_total{reason="timeout"}', "not a value the worker sets"),
         ('order_sync_api_request_duration_seconds_count{status="2000"}', "not a value"),
         ('order_sync_queue_messages{queue=~"order-sync\\.events"}', "is not valid PromQL"),
-        ('order_sync_queue_messages{queue=~"("}', "bad regular expression"),
-        ("order_sync_events_applied_total)", "unexpected ')'"),
-        ("order_sync_events_applied_total ; 1", "cannot read"),
+        ('order_sync_queue_messages{queue=~"("}', "is not valid PromQL: illegal regex"),
+        ('order_sync_queue_messages{queue!~"events"}', "matches none of"),
+        ("order_sync_events_applied_total)", "unexpected right parenthesis ')'"),
+        ("order_sync_events_applied_total ; 1", "unexpected character: ';'"),
+        ("increse(order_sync_events_applied_total[5m])", "unknown function with name 'increse'"),
+        ('up{__name__="up"}', "metric name must not be set twice"),
+        ('up{job="order-sync" or instance="a:9108"}', "`or` between label matchers is not PromQL"),
+        ("rate(order_sync_events_applied_total[$__interval_ms])", "is not valid PromQL"),
         ("", "empty expression"),
     ],
 )
@@ -471,17 +477,86 @@ def test_dashboard_shows_every_metric() -> None:
         assert f"histogram_quantile({quantile}, sum by (le, endpoint)" in used
 
 
-def test_the_metric_list_matches_what_the_worker_serves() -> None:
-    from prometheus_client import Counter, Histogram
+# --- what the worker serves is what the files may name ----------------------------------------
 
-    from worker.deadletter import reasons as deadletter
+
+def exposed_series(tmp_path: Path) -> dict[str, dict[str, set[str]]]:
+    """Every series a worker exposes, with the values of each label: metrics.ALL as
+    prometheus_client serves it (each labelled metric touched once, with a dummy value) and the
+    queue depths, asked of an embedded broker."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from worker.observability import metrics
+    from worker.observability.endpoint import QueueDepthCollector
+    from worker.settings import broker_settings
+
+    registry = CollectorRegistry()
+    for metric in metrics.ALL:
+        registry.register(metric)
+    broker = broker_settings({"ORDER_SYNC_DATA_DIR": str(tmp_path)})
+    registry.register(QueueDepthCollector(broker))
+    labelled = [metric for metric in metrics.ALL if metric._labelnames]
+    for metric in labelled:
+        metric.labels(*["dummy"] * len(metric._labelnames))
+    try:
+        text = generate_latest(registry).decode()
+    finally:
+        for metric in labelled:
+            metric.remove(*["dummy"] * len(metric._labelnames))
+    series: dict[str, dict[str, set[str]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = series.setdefault(sample.name, {})
+            for label, value in sample.labels.items():
+                labels.setdefault(label, set()).add(value)
+    return series
+
+
+def test_the_series_the_checks_allow_are_those_a_worker_exposes(tmp_path: Path) -> None:
+    exposed = exposed_series(tmp_path)
+    # _created: when a counter was created; no rule or panel needs it (multiprocess mode drops it).
+    names = {name for name in exposed if not name.endswith("_created")}
+    assert names == set(check_refs.SERIES) - {"up"}
+    for name in names:
+        expected = set(check_refs.SERIES[name]) - set(check_refs.TARGET_LABELS)
+        assert set(exposed[name]) == expected, name
+    # The queue names are the ones the broker is really asked about.
+    queues = check_refs.SERIES["order_sync_queue_messages"]["queue"]
+    assert exposed["order_sync_queue_messages"]["queue"] == set(queues)
+
+
+def test_a_metric_the_worker_gains_must_reach_the_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
     from worker.observability import metrics
 
-    served: dict[str, set[str]] = {"order_sync_queue_messages": {"queue"}}
-    for obj in vars(metrics).values():
-        if isinstance(obj, Counter | Histogram):
-            name = obj._name + ("_total" if isinstance(obj, Counter) else "")
-            served[name] = set(obj._labelnames)
-    refs = check_refs
-    assert served == {name: set(labels) for name, labels in refs.METRICS.items()}
-    assert set(deadletter.REASONS) == refs.DEAD_LETTER_REASONS
+    gained = Counter(
+        "order_sync_widgets", "A metric the worker gains.", registry=CollectorRegistry()
+    )
+    assert list(check_refs.promql_problems("order_sync_widgets_total")) == [
+        "unknown metric order_sync_widgets_total"
+    ]
+    monkeypatch.setattr(metrics, "ALL", (*metrics.ALL, gained))
+    refs = load_check_refs()
+    assert list(refs.promql_problems("rate(order_sync_widgets_total[5m])")) == []
+    assert list(refs.promql_problems("order_sync_widgets")) == ["unknown metric order_sync_widgets"]
+    assert list(refs.check_metrics_doc()) == [
+        f"README.md: metric order_sync_widgets_total is missing from the table in "
+        f"'{refs.METRICS_SECTION}'"
+    ]
+    used = " ".join(dashboard_exprs())
+    assert [name for name in refs.METRICS if name not in used] == ["order_sync_widgets_total"]
+
+
+def test_a_label_the_worker_gains_needs_its_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from worker.observability import metrics
+
+    gained = Counter("order_sync_widgets", "Widgets.", ["colour"], registry=CollectorRegistry())
+    monkeypatch.setattr(metrics, "ALL", (*metrics.ALL, gained))
+    with pytest.raises(
+        ValueError, match=r"order_sync_widgets the labels \[\], the worker \['colour'\]"
+    ):
+        load_check_refs()

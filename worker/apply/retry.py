@@ -53,7 +53,6 @@ RETRY_REASONS = (
     RateLimited.reason,
     ApiUnavailable.reason,
     AuthenticationFailed.reason,
-    TransientError.reason,
 )
 
 STORE_RETRY_SECONDS = 5.0

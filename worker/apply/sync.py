@@ -137,7 +137,7 @@ def _send(
             count=len(merge.stale),
         )
     if not merge.changes:
-        metrics.EVENTS_SKIPPED.labels(why="stale").inc(len(events))
+        metrics.EVENTS_SKIPPED.labels(why=metrics.SKIPPED_STALE).inc(len(events))
         return Sent("stale")
     body = update_order_body(merge.changes)
     try:

@@ -66,7 +66,7 @@ def _echo_json(value: Any) -> None:
 
 
 @contextlib.contextmanager
-def _progress(label: str, show: bool) -> Iterator[dlq.Progress | None]:
+def _progress(label: str, show: bool) -> Iterator[dlq.OnRead | None]:
     """A progress bar on a terminal; nothing when piped or with --json."""
     if not show or not sys.stderr.isatty():
         yield None

@@ -25,7 +25,7 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# The hot-path operations (see worker.state.store). The done keys of taken fields are built
+# The hot-path operations (see worker.coordination.store). The done keys of taken fields are built
 # inside the scripts, so this store needs one Redis server, not a Redis Cluster.
 _ADD = """
 local done = redis.call('GET', KEYS[1])

@@ -27,7 +27,8 @@ from worker.deadletter.queue import Delivery, deliveries
 from worker.publisher import EventPublisher
 from worker.settings import BrokerSettings
 
-Progress = Callable[[int], None]
+# Called with how many more entries were read, to drive a progress bar.
+OnRead = Callable[[int], None]
 
 
 def parse_time(value: str) -> dt.datetime:
@@ -74,7 +75,7 @@ class Selection:
 
 
 def _selected(
-    stream: Iterable[Delivery], selection: Selection, progress: Progress | None
+    stream: Iterable[Delivery], selection: Selection, progress: OnRead | None
 ) -> Iterator[Delivery]:
     for delivery in stream:
         if progress:
@@ -88,7 +89,7 @@ def select(
     selection: Selection,
     *,
     limit: int | None = None,
-    progress: Progress | None = None,
+    progress: OnRead | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Matching entries, oldest first; nothing is consumed or reordered."""
     with deliveries(connection) as (_, stream):
@@ -252,7 +253,7 @@ def replay(
     rate: float | None = None,
     dry_run: bool = False,
     limit: int | None = None,
-    progress: Progress | None = None,
+    progress: OnRead | None = None,
 ) -> Outcome:
     """Republish the selected entries' events to the normal flow, then remove the entries."""
     outcome = Outcome()
@@ -292,7 +293,7 @@ def purge(
     selection: Selection,
     *,
     limit: int | None = None,
-    progress: Progress | None = None,
+    progress: OnRead | None = None,
 ) -> Outcome:
     """Delete the selected entries for good."""
     outcome = Outcome()

@@ -127,7 +127,7 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             log.exception("event not announced to its order; its task handles it alone")
             return None, None
         if finished is not None:
-            metrics.EVENTS_SKIPPED.labels(why="duplicate").inc()
+            metrics.EVENTS_SKIPPED.labels(why=metrics.SKIPPED_DUPLICATE).inc()
             log.info("event already handled", outcome=finished)
         return finished, intake.as_validated(event)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
+from worker.sellercloud.client import TOKEN_ENDPOINT
+
 EVENTS_RECEIVED = Counter("order_sync_events_received", "Raw events taken from the events queue.")
 EVENTS_APPLIED = Counter(
     "order_sync_events_applied", "Events applied to Sellercloud (each event of a merged PUT)."
@@ -41,11 +43,21 @@ RATE_LIMIT_PAUSES = Counter(
 )
 
 
+# Label values, each a closed set the alert rules and the dashboard may name.
+SKIPPED_DUPLICATE, SKIPPED_STALE = "duplicate", "stale"  # EVENTS_SKIPPED{why}
+SKIPPED_WHY = (SKIPPED_DUPLICATE, SKIPPED_STALE)
+NO_ANSWER = "error"  # API_DURATION{status} when the API did not answer; else the HTTP status
+TOKEN_OK, TOKEN_FAILED = "ok", "failed"  # TOKEN_FETCHES{outcome}
+TOKEN_OUTCOMES = (TOKEN_OK, TOKEN_FAILED)
+# API_DURATION{endpoint} is one of sellercloud.client.ENDPOINTS; RETRIES{reason} one of
+# apply.retry.RETRY_REASONS; DEAD_LETTERS{reason} one of deadletter.reasons.REASONS.
+
+
 def observe_api_call(endpoint: str, status: int | None, seconds: float) -> None:
-    label = str(status) if status is not None else "error"
+    label = str(status) if status is not None else NO_ANSWER
     API_DURATION.labels(endpoint=endpoint, status=label).observe(seconds)
-    if endpoint == "token":
-        TOKEN_FETCHES.labels(outcome="ok" if status == 200 else "failed").inc()
+    if endpoint == TOKEN_ENDPOINT:
+        TOKEN_FETCHES.labels(outcome=TOKEN_OK if status == 200 else TOKEN_FAILED).inc()
 
 
 #: Every metric of ours, for whoever must know them all (the endpoint, the deploy checks).

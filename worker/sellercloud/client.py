@@ -30,6 +30,9 @@ from worker.sellercloud.errors import (
 MAX_KEPT_BODY = 4096
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 TOO_MANY_REQUESTS = "Too many requests."
+# What each call is called in metrics and logs.
+UPDATE_ORDER_ENDPOINT, TOKEN_ENDPOINT = "update_order", "token"
+ENDPOINTS = (UPDATE_ORDER_ENDPOINT, TOKEN_ENDPOINT)
 #: fetch(rejected_token_or_None) -> (access_token, seconds it stays valid)
 TokenFetch = Callable[[str | None], tuple[str, float]]
 
@@ -127,14 +130,20 @@ class SellercloudClient:
         # go out in a burst with every other request that waited for the same token.
         self.tokens.get()
         response = self._send(
-            "update_order", "PUT", f"{self.base_url}/Orders/{order_id}", json=body, auth=self.auth
+            UPDATE_ORDER_ENDPOINT,
+            "PUT",
+            f"{self.base_url}/Orders/{order_id}",
+            json=body,
+            auth=self.auth,
         )
         if 200 <= response.status_code < 300:
             return
         self._raise_for(response, what=f"Update Order {order_id}")
 
     def _fetch_token(self) -> tuple[str, float]:
-        response = self._send("token", "POST", f"{self.base_url}/token", json=self._credentials)
+        response = self._send(
+            TOKEN_ENDPOINT, "POST", f"{self.base_url}/token", json=self._credentials
+        )
         if response.status_code != 200:
             if response.status_code < 500 and not _is_rate_limited(response):
                 raise AuthenticationFailed(
