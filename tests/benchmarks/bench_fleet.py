@@ -20,13 +20,13 @@ from typing import Any
 
 import redis
 
-from tests.integration.conftest import (
+from tests.support import (
     PASSWORD,
     RABBITMQ_URL,
     USERNAME,
     Pipeline,
-    _reset_topology,
     make_event,
+    reset_topology,
     wait_for,
 )
 from worker.simulator import SimulatorServer, SimulatorState
@@ -37,7 +37,7 @@ STATE_REDIS_URL = "redis://127.0.0.1:6379/11"
 
 def fleet(tmp: Path, **env: str) -> tuple[Pipeline, SimulatorServer]:
     tmp.mkdir(parents=True, exist_ok=True)
-    _reset_topology(RABBITMQ_URL)
+    reset_topology(RABBITMQ_URL)
     redis.Redis.from_url(STATE_REDIS_URL).flushdb()
     simulator = SimulatorServer(state=SimulatorState(USERNAME, PASSWORD)).start()
     pipeline = Pipeline(RABBITMQ_URL, simulator, tmp)

@@ -31,6 +31,7 @@ from tests.benchmarks.harness import (
     RABBITMQ_URL,
     Process,
     Simulator,
+    bench_env,
     bench_event,
     machine,
     machine_busy_seconds,
@@ -40,9 +41,8 @@ from tests.benchmarks.harness import (
     rate_between,
     reset_broker,
     running,
-    wait_until,
-    worker_env,
 )
+from tests.support import wait_for
 
 Run = Callable[[Path, int], dict[str, float]]
 
@@ -51,7 +51,7 @@ def drain(simulator: Simulator, consumer: Process, events: int) -> dict[str, flo
     """Run the consumer until the simulator has seen every order; rate from PUT timestamps."""
     with running(consumer):
         cpu_at_start, busy_at_start = consumer.cpu_seconds(), machine_busy_seconds()
-        wait_until(
+        wait_for(
             lambda: simulator.stats()["orders"] >= events,
             timeout=max(120, events / 20),
             what=f"{events} orders applied",
@@ -97,7 +97,7 @@ def handwritten(concurrency: int = 16) -> Run:
         0,
         lambda simulator, tmp: Process(
             [sys.executable, "-m", "tests.benchmarks.handwritten", str(concurrency)],
-            worker_env(simulator, tmp / "data"),
+            bench_env(simulator, tmp / "data"),
             tmp / "handwritten.log",
             ready_line="handwritten consumer ready.",
         ),
@@ -136,7 +136,7 @@ def celery_task(name: str, pool: str = "threads", concurrency: int = 16) -> Run:
                     f"noop-{uuid.uuid4().hex[:6]}@%h",
                 ],
                 {
-                    **worker_env(simulator, tmp / "data"),
+                    **bench_env(simulator, tmp / "data"),
                     "BENCH_EXPECT": str(events),
                     "BENCH_RESULT": str(result),
                 },
@@ -145,7 +145,7 @@ def celery_task(name: str, pool: str = "threads", concurrency: int = 16) -> Run:
             )
             with running(worker):
                 cpu_at_start, busy_at_start = worker.cpu_seconds(), machine_busy_seconds()
-                wait_until(result.exists, timeout=max(120, events / 20), what=f"{name} tasks")
+                wait_for(result.exists, timeout=max(120, events / 20), what=f"{name} tasks")
                 cpu = worker.cpu_seconds() - cpu_at_start
                 busy = machine_busy_seconds() - busy_at_start
         finally:

@@ -12,9 +12,8 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import redis
 import requests
 from kombu import Connection, Producer
 
+from tests.support import make_event, wait_for, worker_env
 from worker.broker.topology import (
     DEAD_LETTER_QUEUE,
     EVENT_ROUTING_KEY,
@@ -38,15 +38,6 @@ STATE_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
 USERNAME = "bench@example.com"
 PASSWORD = "bench-password-5d1c"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-    return result
 
 
 def median(values: Iterable[float]) -> float:
@@ -125,17 +116,14 @@ ADDRESS = {
 
 def bench_event(order_id: int) -> bytes:
     """An event as upstream publishes it: one order each, so every event is one PUT."""
-    event = {
-        "event_id": f"bench-{uuid.uuid4().hex}",
-        "order_id": order_id,
-        "occurred_at": "2026-11-26T10:00:00Z",
-        "changes": {
-            "customer_id": order_id % 1000 + 1,
-            "currency_code": "USD",
-            "order_source": "Amazon",
-            "shipping_address": ADDRESS,
-        },
-    }
+    event = make_event(
+        order_id,
+        f"bench-{uuid.uuid4().hex}",
+        customer_id=order_id % 1000 + 1,
+        currency_code="USD",
+        order_source="Amazon",
+        shipping_address=ADDRESS,
+    )
     return json.dumps(event, separators=(",", ":")).encode()
 
 
@@ -157,7 +145,7 @@ def publish_backlog(count: int, first_order: int = 1_000_000) -> None:
                 content_encoding="utf-8",
                 delivery_mode=2,
             )
-    wait_until(lambda: queue_depth(EVENTS_QUEUE.name) >= count, timeout=120, what=f"{count} events")
+    wait_for(lambda: queue_depth(EVENTS_QUEUE.name) >= count, timeout=120, what=f"{count} events")
 
 
 def queue_depth(queue_name: str) -> int:
@@ -191,7 +179,7 @@ class Process:
                 cwd=ROOT,
             )
         if self.ready_line:
-            wait_until(
+            wait_for(
                 lambda: self._exited() or self.ready_line in self.log.read_text(errors="replace"),
                 timeout,
                 f"{self.argv[2:5]} to be ready",
@@ -237,22 +225,17 @@ def machine_busy_seconds() -> float:
     return float(sum(getattr(times, part, 0.0) for part in parts))
 
 
-def worker_env(simulator: Simulator, data_dir: Path, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "ORDER_SYNC"))}
-    env.update(
-        CELERY_BROKER_URL=RABBITMQ_URL,
-        ORDER_SYNC_REDIS_URL=STATE_REDIS_URL,
-        ORDER_SYNC_DATA_DIR=str(data_dir),
-        SELLERCLOUD_BASE_URL=simulator.url,
-        SELLERCLOUD_USERNAME=USERNAME,
-        SELLERCLOUD_PASSWORD=PASSWORD,
-        ORDER_SYNC_RATE_LIMIT="0",
-        ORDER_SYNC_LOG_FORMAT="json",
-        ORDER_SYNC_LOG_LEVEL="INFO",
-        PYTHONUNBUFFERED="1",
+def bench_env(simulator: Simulator, data_dir: Path, **overrides: str) -> dict[str, str]:
+    """A worker's environment on the benchmarks' RabbitMQ and Redis, with no rate limit."""
+    return worker_env(
+        simulator_url=simulator.url,
+        username=USERNAME,
+        password=PASSWORD,
+        data_dir=data_dir,
+        broker_url=RABBITMQ_URL,
+        store_url=STATE_REDIS_URL,
+        **{"ORDER_SYNC_RATE_LIMIT": "0", "ORDER_SYNC_LOG_LEVEL": "INFO", **overrides},
     )
-    env.update(overrides)
-    return env
 
 
 def our_worker(
@@ -262,7 +245,7 @@ def our_worker(
     argv = [sys.executable, "-m", "worker.cli", "worker", "-P", pool, "-c", str(concurrency)]
     return Process(
         [*argv, "-n", node],
-        worker_env(simulator, tmp / "data", **env),
+        bench_env(simulator, tmp / "data", **env),
         tmp / f"worker-{uuid.uuid4().hex[:6]}.log",
         ready_line=" ready.",
     )

@@ -1,114 +1,52 @@
 """Real parts for integration tests: RabbitMQ, Redis, the simulator over HTTP, worker processes.
 
 Workers run as separate processes started exactly as an operator would (``order-sync worker``);
-nothing of ours is mocked. Each test starts from empty queues and a fresh simulator.
+nothing of ours is mocked. Each test starts from empty queues and a fresh simulator. The parts
+themselves (``Pipeline``, events, waiting) are in ``tests/support.py``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from kombu import Connection
 
-from worker.broker.connection import connect
-from worker.broker.topology import (
-    DEAD_LETTER_EXCHANGE,
-    DEAD_LETTER_QUEUE,
-    EVENTS_EXCHANGE,
-    EVENTS_QUEUE,
-    TASKS_EXCHANGE,
-    TASKS_QUEUE,
+from tests.support import (
+    FLEET_REDIS_URL,
+    PASSWORD,
+    RABBITMQ_URL,
+    REDIS_URL,
+    USERNAME,
+    Pipeline,
+    reachable,
+    reset_topology,
 )
-from worker.deadletter.queue import browse
-from worker.publisher import EventPublisher
-from worker.settings import BrokerSettings, broker_settings
 from worker.simulator import SimulatorServer, SimulatorState
-
-RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-#: The fleet's shared store in the tests that run workers as a fleet.
-FLEET_REDIS_URL = "redis://127.0.0.1:6379/13"
-USERNAME = "integration@example.com"
-PASSWORD = "integration-password-7f3a"
-DEFAULT_TIMEOUT = 30.0
 
 pytestmark = pytest.mark.integration
 
-
-def wait_for(condition: Callable[[], Any], timeout: float = DEFAULT_TIMEOUT, what: str = "") -> Any:
-    """Poll until ``condition()`` is truthy; fail the test with ``what`` if it never is."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what or condition}")
-        time.sleep(0.05)
+#: The brokers a pipeline runs on; RabbitMQ unless a test asks for others.
+BROKERS = ("rabbitmq", "embedded", "redis")
 
 
-def make_event(order_id: int, event_id: str | None = None, **changes: Any) -> dict[str, Any]:
-    return {
-        "event_id": event_id or f"evt-{uuid.uuid4().hex[:12]}",
-        "order_id": order_id,
-        "occurred_at": "2026-11-26T10:00:00Z",
-        "changes": changes or {"customer_id": order_id % 1000},
-    }
+def _fresh_broker(name: str) -> str | None:
+    """The URL of broker ``name``, emptied; None for the embedded broker (in the data folder)."""
+    if name == "rabbitmq":
+        if not reachable("127.0.0.1", 5672):
+            pytest.fail("RabbitMQ is not running on 127.0.0.1:5672 (.ci/run starts it)")
+        reset_topology(RABBITMQ_URL)
+        return RABBITMQ_URL
+    if name == "redis":
+        import redis
 
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _reset_topology(url: str) -> None:
-    with Connection(url) as connection:
-        channel = connection.channel()
-        for queue in (EVENTS_QUEUE, TASKS_QUEUE, DEAD_LETTER_QUEUE):
-            try:
-                queue(channel).delete()
-            except Exception:
-                channel = connection.channel()
-        for exchange in (EVENTS_EXCHANGE, TASKS_EXCHANGE, DEAD_LETTER_EXCHANGE):
-            try:
-                exchange(channel).delete()
-            except Exception:
-                channel = connection.channel()
-        channel.close()
-
-
-@pytest.fixture
-def rabbitmq() -> str:
-    if not _reachable("127.0.0.1", 5672):
-        pytest.fail("RabbitMQ is not running on 127.0.0.1:5672 (.ci/run starts it)")
-    _reset_topology(RABBITMQ_URL)
-    return RABBITMQ_URL
-
-
-@pytest.fixture
-def redis_broker() -> str:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    client.close()
-    return REDIS_URL
+        client = redis.Redis.from_url(REDIS_URL)
+        client.flushdb()
+        client.close()
+        return REDIS_URL
+    if name == "embedded":
+        return None
+    raise ValueError(f"unknown broker {name!r}; one of {', '.join(BROKERS)}")
 
 
 @pytest.fixture
@@ -118,200 +56,24 @@ def simulator() -> Iterator[SimulatorServer]:
     server.stop()
 
 
-@dataclass
-class Pipeline:
-    """A broker URL (or the embedded broker's folder), the simulator, and worker processes."""
-
-    broker_url: str | None
-    simulator: SimulatorServer
-    tmp_path: Path
-    env_overrides: dict[str, str] = field(default_factory=dict)
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    logs: list[Path] = field(default_factory=list)
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "ORDER_SYNC"))}
-        env.update(
-            ORDER_SYNC_DATA_DIR=str(self.tmp_path / "data"),
-            SELLERCLOUD_BASE_URL=self.simulator.url,
-            SELLERCLOUD_USERNAME=USERNAME,
-            SELLERCLOUD_PASSWORD=PASSWORD,
-            ORDER_SYNC_RETRY_BACKOFF="0.05",
-            ORDER_SYNC_RETRY_BACKOFF_MAX="0.3",
-            ORDER_SYNC_MAX_RETRIES="5",
-            ORDER_SYNC_HTTP_TIMEOUT="3",
-            ORDER_SYNC_LOG_FORMAT="json",
-            # Tests that are about the rate limit set one; the rest run unthrottled.
-            ORDER_SYNC_RATE_LIMIT="0",
-            PYTHONUNBUFFERED="1",
-        )
-        if self.broker_url:
-            env["CELERY_BROKER_URL"] = self.broker_url
-        env.update(self.env_overrides)
-        return env
-
-    @property
-    def broker(self) -> BrokerSettings:
-        return broker_settings(self.env)
-
-    @property
-    def state(self) -> SimulatorState:
-        return self.simulator.state
-
-    def start_worker(
-        self, *args: str, command: list[str] | None = None, wait: bool = True
-    ) -> subprocess.Popen[bytes]:
-        log = self.tmp_path / f"worker-{len(self.logs)}.log"
-        # A node name of its own: two workers on one host would otherwise clash on RabbitMQ.
-        node = f"w{len(self.logs)}-{uuid.uuid4().hex[:6]}@%h"
-        argv = command or [
-            sys.executable,
-            "-m",
-            "worker.cli",
-            "worker",
-            "-c",
-            "4",
-            "-n",
-            node,
-            *args,
-        ]
-        with log.open("wb") as handle:
-            process = subprocess.Popen(
-                argv, env=self.env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.workers.append(process)
-        self.logs.append(log)
-        if wait:
-            wait_for(
-                lambda: process.poll() is not None or " ready." in log.read_text(errors="replace"),
-                what="the worker to be ready",
-            )
-            assert process.poll() is None, log.read_text()
-        return process
-
-    def stop_workers(self, sig: int = signal.SIGTERM) -> None:
-        for process in self.workers:
-            if process.poll() is None:
-                process.send_signal(sig)
-        for process in self.workers:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-    def publish(self, *events: dict[str, Any]) -> None:
-        with EventPublisher(self.broker) as publisher:
-            for event in events:
-                publisher.publish(event)
-
-    def publish_raw(self, body: str | bytes, content_type: str = "application/json") -> None:
-        with connect(self.broker) as connection:
-            from kombu import Producer
-
-            Producer(connection).publish(
-                body,
-                exchange=EVENTS_EXCHANGE,
-                routing_key="order.changed",
-                declare=[EVENTS_QUEUE, DEAD_LETTER_QUEUE],
-                content_type=content_type,
-                content_encoding="binary" if isinstance(body, bytes) else "utf-8",
-                delivery_mode=2,
-            )
-
-    def dead_letters(self) -> list[dict[str, Any]]:
-        with connect(self.broker) as connection:
-            return list(browse(connection))
-
-    def wait_dead_letters(
-        self, count: int, timeout: float = DEFAULT_TIMEOUT
-    ) -> list[dict[str, Any]]:
-        return wait_for(  # type: ignore[no-any-return]
-            lambda: (entries := self.dead_letters()) and len(entries) >= count and entries,
-            timeout,
-            what=f"{count} dead letter(s)",
-        )
-
-    def wait_applied(self, *order_ids: int, timeout: float = DEFAULT_TIMEOUT) -> None:
-        wait_for(
-            lambda: all(self.state.order(order_id) is not None for order_id in order_ids),
-            timeout,
-            what=f"orders {order_ids} to be applied",
-        )
-
-    def statuses(self, order_id: int) -> list[int | None]:
-        return [r["status"] for r in self.state.requests() if r["order_id"] == order_id]
-
-    def log_lines(self) -> list[str]:
-        return [line for log in self.logs for line in log.read_text(errors="replace").splitlines()]
-
-    def log_records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log_lines() if line.strip()]
-
-
-def _running(
-    broker_url: str | None, simulator: SimulatorServer, tmp_path: Path
+@pytest.fixture
+def pipeline(
+    request: pytest.FixtureRequest, simulator: SimulatorServer, tmp_path: Path
 ) -> Iterator[Pipeline]:
-    pipeline = Pipeline(broker_url, simulator, tmp_path)
-    yield pipeline
-    pipeline.stop_workers()
+    """The simulator and worker processes on an empty broker: RabbitMQ, or the ones a test names
+    with ``@pytest.mark.parametrize("pipeline", ["embedded", "redis"], indirect=True)``."""
+    running = Pipeline(_fresh_broker(getattr(request, "param", "rabbitmq")), simulator, tmp_path)
+    yield running
+    running.stop_workers()
 
 
 @pytest.fixture
-def rabbit_pipeline(
-    rabbitmq: str, simulator: SimulatorServer, tmp_path: Path
-) -> Iterator[Pipeline]:
-    yield from _running(rabbitmq, simulator, tmp_path)
-
-
-@pytest.fixture
-def embedded_pipeline(simulator: SimulatorServer, tmp_path: Path) -> Iterator[Pipeline]:
-    yield from _running(None, simulator, tmp_path)
-
-
-@pytest.fixture
-def redis_pipeline(
-    redis_broker: str, simulator: SimulatorServer, tmp_path: Path
-) -> Iterator[Pipeline]:
-    yield from _running(redis_broker, simulator, tmp_path)
-
-
-@pytest.fixture
-def fleet(rabbit_pipeline: Pipeline) -> Iterator[Pipeline]:
+def fleet(pipeline: Pipeline) -> Iterator[Pipeline]:
     """Workers on RabbitMQ sharing an empty Redis store, as a fleet on several hosts would."""
     import redis
 
     client = redis.Redis.from_url(FLEET_REDIS_URL)
     client.flushdb()
     client.close()
-    rabbit_pipeline.env_overrides["ORDER_SYNC_REDIS_URL"] = FLEET_REDIS_URL
-    yield rabbit_pipeline
-
-
-def _run(*argv: str, timeout: float) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=timeout)
-
-
-def restart_rabbitmq() -> None:
-    """Stop and start RabbitMQ's application: every client connection drops and must recover."""
-    try:
-        _run("rabbitmqctl", "-q", "stop_app", timeout=120)
-    finally:
-        _run("rabbitmqctl", "-q", "start_app", timeout=120)
-        _run("rabbitmqctl", "-q", "await_startup", timeout=120)
-
-
-@contextmanager
-def redis_down() -> Iterator[None]:
-    """Redis shut down for the block (it keeps nothing on disk) and started again after it."""
-    _run("redis-cli", "-p", "6379", "shutdown", "nosave", timeout=60)
-    try:
-        yield
-    finally:
-        _run(
-            "redis-server",
-            *("--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379"),
-            *("--save", "", "--appendonly", "no"),
-            timeout=60,
-        )
+    pipeline.env_overrides["ORDER_SYNC_REDIS_URL"] = FLEET_REDIS_URL
+    yield pipeline

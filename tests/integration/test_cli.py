@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.integration.conftest import PASSWORD, Pipeline, make_event, wait_for
+from tests.support import PASSWORD, Pipeline, make_event, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,28 +39,28 @@ def events_queued(pipeline: Pipeline) -> int:
 
 
 def test_publish_validates_everything_first_and_names_line_and_field(
-    rabbit_pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
     good = make_event(9001)
     bad = make_event(9002, customer_id="seven")
     lines = tmp_path / "events.jsonl"
     lines.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
-    result = order_sync(rabbit_pipeline, "publish", str(lines))
+    result = order_sync(pipeline, "publish", str(lines))
     assert result.returncode == 1
     assert f"{lines}:2: changes.customer_id: Not a valid integer." in result.stderr
     assert "nothing published" in result.stderr
-    assert events_queued(rabbit_pipeline) == 0
+    assert events_queued(pipeline) == 0
 
 
 def test_publish_reads_objects_lines_and_stdin_then_the_worker_applies_them(
-    rabbit_pipeline: Pipeline, tmp_path: Path
+    pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pretty = tmp_path / "one.json"
     pretty.write_text(json.dumps(make_event(9010), indent=2))
     lines = tmp_path / "more.jsonl"
     lines.write_text("\n".join(json.dumps(make_event(9011 + i)) for i in range(3)))
     result = order_sync(
-        rabbit_pipeline,
+        pipeline,
         "publish",
         "--json",
         str(pretty),
@@ -70,57 +70,57 @@ def test_publish_reads_objects_lines_and_stdin_then_the_worker_applies_them(
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"published": 5, "invalid": 0, "errors": []}
-    rabbit_pipeline.start_worker()
-    rabbit_pipeline.wait_applied(9010, 9011, 9012, 9013, 9020)
+    pipeline.start_worker()
+    pipeline.wait_applied(9010, 9011, 9012, 9013, 9020)
 
 
-def test_publish_rejects_unreadable_input(rabbit_pipeline: Pipeline, tmp_path: Path) -> None:
+def test_publish_rejects_unreadable_input(pipeline: Pipeline, tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text('{"event_id": "x",\n  "order_id": }')
-    result = order_sync(rabbit_pipeline, "publish", str(broken))
+    result = order_sync(pipeline, "publish", str(broken))
     assert result.returncode == 1
     assert f"{broken}:2: not valid JSON" in result.stderr
 
 
-def test_dlq_list_prints_entries_without_consuming_them(rabbit_pipeline: Pipeline) -> None:
-    rabbit_pipeline.state.script_order(9030, [400])
-    rabbit_pipeline.start_worker()
-    rabbit_pipeline.publish(make_event(9030))
-    rabbit_pipeline.publish_raw("garbage")
-    rabbit_pipeline.wait_dead_letters(2)
-    first = order_sync(rabbit_pipeline, "dlq", "list", "--json")
-    second = order_sync(rabbit_pipeline, "dlq", "list", "--json")
+def test_dlq_list_prints_entries_without_consuming_them(pipeline: Pipeline) -> None:
+    pipeline.state.script_order(9030, [400])
+    pipeline.start_worker()
+    pipeline.publish(make_event(9030))
+    pipeline.publish_raw("garbage")
+    pipeline.wait_dead_letters(2)
+    first = order_sync(pipeline, "dlq", "list", "--json")
+    second = order_sync(pipeline, "dlq", "list", "--json")
     assert first.returncode == 0, first.stderr
     entries = [json.loads(line) for line in first.stdout.splitlines()]
     assert sorted(e["reason"] for e in entries) == ["api_rejected", "invalid_json"]
     assert sorted(second.stdout.splitlines()) == sorted(first.stdout.splitlines())
-    table = order_sync(rabbit_pipeline, "dlq", "list")
+    table = order_sync(pipeline, "dlq", "list")
     assert "api_rejected" in table.stdout
     assert "2 entries" in table.stderr
 
 
 def test_schema_is_a_valid_json_schema_that_accepts_a_real_event(
-    rabbit_pipeline: Pipeline,
+    pipeline: Pipeline,
 ) -> None:
-    result = order_sync(rabbit_pipeline, "schema")
+    result = order_sync(pipeline, "schema")
     schema = json.loads(result.stdout)
     jsonschema.Draft7Validator.check_schema(schema)
     jsonschema.validate(make_event(1, customer_id=2), schema)
 
 
 def test_worker_json_logs_are_one_object_per_line_with_ids_and_no_secrets(
-    rabbit_pipeline: Pipeline,
+    pipeline: Pipeline,
 ) -> None:
-    rabbit_pipeline.state.script_order(9041, [500])
-    rabbit_pipeline.state.script_order(9042, [400])
-    rabbit_pipeline.start_worker()
+    pipeline.state.script_order(9041, [500])
+    pipeline.state.script_order(9042, [400])
+    pipeline.start_worker()
     events = [make_event(9040 + i) for i in range(3)]
-    rabbit_pipeline.publish(*events)
-    rabbit_pipeline.wait_applied(9040, 9041)
-    rabbit_pipeline.wait_dead_letters(1)
-    rabbit_pipeline.stop_workers()
+    pipeline.publish(*events)
+    pipeline.wait_applied(9040, 9041)
+    pipeline.wait_dead_letters(1)
+    pipeline.stop_workers()
 
-    lines = [line for line in rabbit_pipeline.log_lines() if line.strip()]
+    lines = [line for line in pipeline.log_lines() if line.strip()]
     records = [json.loads(line) for line in lines]  # every line parses, or this fails
     about_events = [r for r in records if r["event"].startswith("event ")]
     assert {r["event"] for r in about_events} == {
@@ -135,7 +135,7 @@ def test_worker_json_logs_are_one_object_per_line_with_ids_and_no_secrets(
     assert any(r["event"] == "worker shutting down" for r in records)
     output = "\n".join(lines)
     assert PASSWORD not in output
-    for token in rabbit_pipeline.state.issued_tokens():
+    for token in pipeline.state.issued_tokens():
         assert token not in output
 
 
@@ -147,9 +147,9 @@ def test_worker_json_logs_are_one_object_per_line_with_ids_and_no_secrets(
     ],
 )
 def test_a_worker_with_missing_settings_stops_with_one_clear_message(
-    rabbit_pipeline: Pipeline, command: list[str]
+    pipeline: Pipeline, command: list[str]
 ) -> None:
-    env = {k: v for k, v in rabbit_pipeline.env.items() if not k.startswith("SELLERCLOUD_")}
+    env = {k: v for k, v in pipeline.env.items() if not k.startswith("SELLERCLOUD_")}
     env["ORDER_SYNC_MAX_RETRIES"] = "lots"
     result = subprocess.run(
         [sys.executable, *command], env=env, capture_output=True, text=True, timeout=60
@@ -161,8 +161,8 @@ def test_a_worker_with_missing_settings_stops_with_one_clear_message(
     assert "Traceback" not in output
 
 
-def test_celery_command_line_runs_the_same_worker(rabbit_pipeline: Pipeline) -> None:
-    rabbit_pipeline.start_worker(
+def test_celery_command_line_runs_the_same_worker(pipeline: Pipeline) -> None:
+    pipeline.start_worker(
         command=[
             sys.executable,
             "-m",
@@ -178,9 +178,9 @@ def test_celery_command_line_runs_the_same_worker(rabbit_pipeline: Pipeline) -> 
             "--without-gossip",
         ]
     )
-    rabbit_pipeline.publish(make_event(9050))
-    rabbit_pipeline.wait_applied(9050)
-    wait_for(lambda: rabbit_pipeline.dead_letters() == [], what="an empty dead-letter queue")
+    pipeline.publish(make_event(9050))
+    pipeline.wait_applied(9050)
+    wait_for(lambda: pipeline.dead_letters() == [], what="an empty dead-letter queue")
 
 
 def test_the_demo_runs_end_to_end_on_embedded_defaults(tmp_path: Path) -> None:

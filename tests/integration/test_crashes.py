@@ -6,16 +6,13 @@ import signal
 
 import pytest
 
-from tests.integration.conftest import Pipeline, make_event, restart_rabbitmq, wait_for
+from tests.support import Pipeline, make_event, restart_rabbitmq, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("broker", ["rabbit_pipeline", "redis_pipeline", "embedded_pipeline"])
-def test_a_worker_killed_mid_task_loses_nothing(
-    broker: str, request: pytest.FixtureRequest
-) -> None:
-    pipeline: Pipeline = request.getfixturevalue(broker)
+@pytest.mark.parametrize("pipeline", ["rabbitmq", "redis", "embedded"], indirect=True)
+def test_a_worker_killed_mid_task_loses_nothing(pipeline: Pipeline) -> None:
     # Redis hands out a dead worker's messages after the visibility timeout, and the dead
     # worker's order locks run out after their lifetime: keep both short here.
     pipeline.env_overrides["ORDER_SYNC_REDIS_VISIBILITY_TIMEOUT"] = "2"
@@ -36,21 +33,21 @@ def test_a_worker_killed_mid_task_loses_nothing(
     assert pipeline.dead_letters() == []
 
 
-def test_a_broker_restart_while_events_flow_loses_nothing(rabbit_pipeline: Pipeline) -> None:
-    rabbit_pipeline.start_worker()
+def test_a_broker_restart_while_events_flow_loses_nothing(pipeline: Pipeline) -> None:
+    pipeline.start_worker()
     before = [7100 + i for i in range(10)]
-    rabbit_pipeline.publish(*(make_event(order_id) for order_id in before))
-    rabbit_pipeline.wait_applied(*before)
+    pipeline.publish(*(make_event(order_id) for order_id in before))
+    pipeline.wait_applied(*before)
 
-    rabbit_pipeline.state.latency_ms = 200
+    pipeline.state.latency_ms = 200
     during = [7200 + i for i in range(10)]
-    rabbit_pipeline.publish(*(make_event(order_id) for order_id in during))
+    pipeline.publish(*(make_event(order_id) for order_id in during))
     restart_rabbitmq()
-    rabbit_pipeline.state.latency_ms = 0
+    pipeline.state.latency_ms = 0
 
     # Both consumers (Celery's task consumer and our event consumer) must resume by themselves.
     after = [7300 + i for i in range(10)]
-    rabbit_pipeline.publish(*(make_event(order_id) for order_id in after))
-    rabbit_pipeline.wait_applied(*during, *after, timeout=90)
-    assert rabbit_pipeline.dead_letters() == []
-    assert rabbit_pipeline.workers[0].poll() is None
+    pipeline.publish(*(make_event(order_id) for order_id in after))
+    pipeline.wait_applied(*during, *after, timeout=90)
+    assert pipeline.dead_letters() == []
+    assert pipeline.workers[0].poll() is None

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import (
+from tests.support import (
     Pipeline,
     make_event,
     redis_down,

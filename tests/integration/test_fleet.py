@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from tests.integration.conftest import Pipeline, make_event, redis_down, wait_for
+from tests.support import Pipeline, make_event, redis_down, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Pipeline, make_event, wait_for
+from tests.support import Pipeline, make_event, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,17 +47,17 @@ def order_sync(pipeline: Pipeline, *args: str, env: dict[str, str] | None = None
 
 
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
-def test_metrics_count_what_happened(rabbit_pipeline: Pipeline, pool: str) -> None:
+def test_metrics_count_what_happened(pipeline: Pipeline, pool: str) -> None:
     port = free_port()
-    rabbit_pipeline.env_overrides["ORDER_SYNC_METRICS_PORT"] = str(port)
-    rabbit_pipeline.state.script_order(9602, [500])
-    rabbit_pipeline.state.script_order(9603, [400])
-    rabbit_pipeline.start_worker("--pool", pool, "-c", "2")
+    pipeline.env_overrides["ORDER_SYNC_METRICS_PORT"] = str(port)
+    pipeline.state.script_order(9602, [500])
+    pipeline.state.script_order(9603, [400])
+    pipeline.start_worker("--pool", pool, "-c", "2")
     invalid = make_event(9604, customer_id="x")
-    rabbit_pipeline.publish(make_event(9601), make_event(9602), make_event(9603))
-    rabbit_pipeline.publish_raw(json.dumps(invalid))
-    rabbit_pipeline.wait_applied(9601, 9602)
-    rabbit_pipeline.wait_dead_letters(2)
+    pipeline.publish(make_event(9601), make_event(9602), make_event(9603))
+    pipeline.publish_raw(json.dumps(invalid))
+    pipeline.wait_applied(9601, 9602)
+    pipeline.wait_dead_letters(2)
 
     samples = wait_for(
         lambda: (
@@ -97,10 +97,10 @@ def test_metrics_count_what_happened(rabbit_pipeline: Pipeline, pool: str) -> No
 
 
 def test_health_passes_with_a_running_worker_and_names_what_fails(
-    rabbit_pipeline: Pipeline,
+    pipeline: Pipeline,
 ) -> None:
-    rabbit_pipeline.start_worker()
-    healthy = order_sync(rabbit_pipeline, "health", "--json", "--this-host")
+    pipeline.start_worker()
+    healthy = order_sync(pipeline, "health", "--json", "--this-host")
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     checks = json.loads(healthy.stdout)["checks"]
     assert set(checks) == {"broker", "worker", "credentials"}
@@ -108,33 +108,33 @@ def test_health_passes_with_a_running_worker_and_names_what_fails(
 
     # A store with no token yet, so the credentials themselves are tried.
     wrong_password = {
-        **rabbit_pipeline.env,
+        **pipeline.env,
         "SELLERCLOUD_PASSWORD": "wrong",
-        "ORDER_SYNC_DATA_DIR": str(rabbit_pipeline.tmp_path / "elsewhere"),
+        "ORDER_SYNC_DATA_DIR": str(pipeline.tmp_path / "elsewhere"),
     }
-    ready = order_sync(rabbit_pipeline, "health", "--readiness", "--json", env=wrong_password)
+    ready = order_sync(pipeline, "health", "--readiness", "--json", env=wrong_password)
     assert ready.returncode == 1
     assert json.loads(ready.stdout)["checks"]["credentials"]["ok"] is False
 
-    no_broker = {**rabbit_pipeline.env, "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//"}
-    alive = order_sync(rabbit_pipeline, "health", "--liveness", env=no_broker)
+    no_broker = {**pipeline.env, "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//"}
+    alive = order_sync(pipeline, "health", "--liveness", env=no_broker)
     assert alive.returncode == 1
     assert "BAD broker" in alive.stdout
 
 
 def test_status_reports_queues_dead_letters_the_oldest_event_and_the_fleet(
-    rabbit_pipeline: Pipeline,
+    pipeline: Pipeline,
 ) -> None:
-    rabbit_pipeline.state.script_order(9611, [400])
-    rabbit_pipeline.start_worker()
-    rabbit_pipeline.publish(make_event(9610), make_event(9611))
-    rabbit_pipeline.wait_applied(9610)
-    rabbit_pipeline.wait_dead_letters(1)
-    rabbit_pipeline.stop_workers()
+    pipeline.state.script_order(9611, [400])
+    pipeline.start_worker()
+    pipeline.publish(make_event(9610), make_event(9611))
+    pipeline.wait_applied(9610)
+    pipeline.wait_dead_letters(1)
+    pipeline.stop_workers()
     waiting = make_event(9612, "evt-waiting")
-    rabbit_pipeline.publish(waiting)
+    pipeline.publish(waiting)
 
-    result = order_sync(rabbit_pipeline, "status", "--json")
+    result = order_sync(pipeline, "status", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["queues"]["order-sync.events"] == 1
@@ -146,26 +146,24 @@ def test_status_reports_queues_dead_letters_the_oldest_event_and_the_fleet(
     assert report["fleet"]["rate_limit"] == "off"
     # Looking did not take the event away.
     assert (
-        json.loads(order_sync(rabbit_pipeline, "status", "--json").stdout)["queues"][
-            "order-sync.events"
-        ]
+        json.loads(order_sync(pipeline, "status", "--json").stdout)["queues"]["order-sync.events"]
         == 1
     )
-    table = order_sync(rabbit_pipeline, "status")
+    table = order_sync(pipeline, "status")
     assert "order-sync.dead-letters" in table.stdout and "token age seconds" in table.stdout
 
 
 def test_a_publishers_correlation_id_is_on_every_log_line_about_its_event(
-    rabbit_pipeline: Pipeline,
+    pipeline: Pipeline,
 ) -> None:
     from kombu import Producer
 
     from worker.broker.connection import connect
     from worker.broker.topology import EVENTS_EXCHANGE, EVENTS_QUEUE
 
-    rabbit_pipeline.state.script_order(9620, [503])
-    rabbit_pipeline.start_worker()
-    with connect(rabbit_pipeline.broker) as connection:
+    pipeline.state.script_order(9620, [503])
+    pipeline.start_worker()
+    with connect(pipeline.broker) as connection:
         Producer(connection).publish(
             json.dumps(make_event(9620)),
             exchange=EVENTS_EXCHANGE,
@@ -174,10 +172,10 @@ def test_a_publishers_correlation_id_is_on_every_log_line_about_its_event(
             content_type="application/json",
             correlation_id="req-7f3a",
         )
-    rabbit_pipeline.wait_applied(9620)
+    pipeline.wait_applied(9620)
     about_it = wait_for(
         lambda: (
-            (lines := [r for r in rabbit_pipeline.log_records() if r.get("order_id") == 9620])
+            (lines := [r for r in pipeline.log_records() if r.get("order_id") == 9620])
             and any(r["event"] == "event applied" for r in lines)
             and lines
         ),

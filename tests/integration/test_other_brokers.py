@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import Pipeline, make_event
+from tests.support import Pipeline, make_event
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["embedded", "redis"])
-def pipeline(request: pytest.FixtureRequest) -> Pipeline:
-    name = "embedded_pipeline" if request.param == "embedded" else "redis_pipeline"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
-
-
+@pytest.mark.parametrize("pipeline", ["embedded", "redis"], indirect=True)
 def test_applied_retried_and_dead_lettered(pipeline: Pipeline) -> None:
     pipeline.state.script_order(8002, [500])
     pipeline.state.script_order(8003, [400])
@@ -29,12 +24,9 @@ def test_applied_retried_and_dead_lettered(pipeline: Pipeline) -> None:
     assert len(pipeline.dead_letters()) == 2
 
 
-def test_the_embedded_broker_warns_that_it_is_for_one_machine(
-    embedded_pipeline: Pipeline,
-) -> None:
-    embedded_pipeline.start_worker()
-    warning = next(
-        r for r in embedded_pipeline.log_records() if "embedded on-disk broker" in r["event"]
-    )
+@pytest.mark.parametrize("pipeline", ["embedded"], indirect=True)
+def test_the_embedded_broker_warns_that_it_is_for_one_machine(pipeline: Pipeline) -> None:
+    pipeline.start_worker()
+    warning = next(r for r in pipeline.log_records() if "embedded on-disk broker" in r["event"])
     assert warning["level"] == "warning"
-    assert warning["path"].startswith(str(embedded_pipeline.tmp_path))
+    assert warning["path"].startswith(str(pipeline.tmp_path))

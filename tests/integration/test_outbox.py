@@ -21,7 +21,7 @@ from kombu import Connection, Consumer, Queue
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.engine import make_url
 
-from tests.integration.conftest import Pipeline, wait_for
+from tests.support import Pipeline, wait_for
 from worker.broker.connection import connect
 from worker.broker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, EVENTS_QUEUE
 from worker.outbox import db
@@ -68,9 +68,13 @@ def engine(outbox_database: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def pipeline(rabbit_pipeline: Pipeline, outbox_database: str) -> Pipeline:
-    rabbit_pipeline.env_overrides["ORDER_SYNC_OUTBOX_URL"] = outbox_database
-    return rabbit_pipeline
+def pipeline(pipeline: Pipeline, request: pytest.FixtureRequest) -> Pipeline:
+    """The pipeline with its outbox in PostgreSQL; on the embedded broker, the tests are about
+    the outbox's default (SQLite, in the data folder) and get that."""
+    if pipeline.broker_url is not None:
+        outbox_database = request.getfixturevalue("outbox_database")
+        pipeline.env_overrides["ORDER_SYNC_OUTBOX_URL"] = outbox_database
+    return pipeline
 
 
 def row(order_id: int, event_id: str | None = None, **changes: Any) -> dict[str, Any]:
@@ -329,27 +333,28 @@ def test_retention_deletes_only_published_rows_past_it(pipeline: Pipeline, engin
     assert rows_by_event_id(engine) == {}
 
 
-def test_the_embedded_sqlite_default_works(embedded_pipeline: Pipeline) -> None:
-    assert "ORDER_SYNC_OUTBOX_URL" not in embedded_pipeline.env
-    init = outbox_cli(embedded_pipeline, "init")
+@pytest.mark.parametrize("pipeline", ["embedded"], indirect=True)
+def test_the_embedded_sqlite_default_works(pipeline: Pipeline) -> None:
+    assert "ORDER_SYNC_OUTBOX_URL" not in pipeline.env
+    init = outbox_cli(pipeline, "init")
     assert init.returncode == 0, init.stderr
-    settings = outbox_settings(embedded_pipeline.env)
-    assert settings.url == f"sqlite:///{embedded_pipeline.tmp_path / 'data' / 'outbox.sqlite3'}"
+    settings = outbox_settings(pipeline.env)
+    assert settings.url == f"sqlite:///{pipeline.tmp_path / 'data' / 'outbox.sqlite3'}"
     sqlite = db.outbox_engine(settings)
     try:
         write(sqlite, [row(7701), row(7702, customer_id="seven"), row(7703)])
-        embedded_pipeline.start_worker()
-        assert run_once(embedded_pipeline) == {"published": 2, "dead_lettered": 1, "failed": 0}
-        embedded_pipeline.wait_applied(7701, 7703)
-        [entry] = embedded_pipeline.wait_dead_letters(1)
+        pipeline.start_worker()
+        assert run_once(pipeline) == {"published": 2, "dead_lettered": 1, "failed": 0}
+        pipeline.wait_applied(7701, 7703)
+        [entry] = pipeline.wait_dead_letters(1)
         assert entry["reason"] == "invalid_event" and entry["event_id"] == "outbox-7702"
         assert all(r.published_at is not None for r in rows_by_event_id(sqlite).values())
     finally:
         sqlite.dispose()
 
 
-def test_two_pollers_on_sqlite_take_turns(embedded_pipeline: Pipeline) -> None:
-    pipeline = embedded_pipeline
+@pytest.mark.parametrize("pipeline", ["embedded"], indirect=True)
+def test_two_pollers_on_sqlite_take_turns(pipeline: Pipeline) -> None:
     assert outbox_cli(pipeline, "init").returncode == 0
     sqlite = db.outbox_engine(outbox_settings(pipeline.env))
     try:

@@ -6,21 +6,21 @@ import json
 
 import pytest
 
-from tests.integration.conftest import Pipeline, make_event
+from tests.support import Pipeline, make_event
 from worker.cli.demo import ADDRESS
 
 pytestmark = pytest.mark.integration
 
 
 def test_an_event_is_applied_with_exactly_the_fields_that_changed(
-    rabbit_pipeline: Pipeline,
+    pipeline: Pipeline,
 ) -> None:
-    rabbit_pipeline.start_worker()
-    rabbit_pipeline.publish(
+    pipeline.start_worker()
+    pipeline.publish(
         make_event(5001, customer_id=7, order_source="Amazon", shipping_address=ADDRESS)
     )
-    rabbit_pipeline.wait_applied(5001)
-    put = next(r for r in rabbit_pipeline.state.requests() if r["order_id"] == 5001)
+    pipeline.wait_applied(5001)
+    put = next(r for r in pipeline.state.requests() if r["order_id"] == 5001)
     assert put["body"] == {
         "CustomerId": 7,
         "OrderSource": 4,
@@ -34,54 +34,54 @@ def test_an_event_is_applied_with_exactly_the_fields_that_changed(
             "State": "NY",
         },
     }
-    assert rabbit_pipeline.dead_letters() == []
+    assert pipeline.dead_letters() == []
 
 
 def test_server_errors_and_dropped_connections_are_retried_then_applied(
-    rabbit_pipeline: Pipeline,
+    pipeline: Pipeline,
 ) -> None:
-    rabbit_pipeline.state.script_order(5002, [500, 503, "drop", 502])
-    rabbit_pipeline.start_worker()
-    rabbit_pipeline.publish(make_event(5002))
-    rabbit_pipeline.wait_applied(5002)
-    assert rabbit_pipeline.statuses(5002) == [500, 503, None, 502, 200]
-    retries = [r for r in rabbit_pipeline.log_records() if r["event"] == "event retry scheduled"]
+    pipeline.state.script_order(5002, [500, 503, "drop", 502])
+    pipeline.start_worker()
+    pipeline.publish(make_event(5002))
+    pipeline.wait_applied(5002)
+    assert pipeline.statuses(5002) == [500, 503, None, 502, 200]
+    retries = [r for r in pipeline.log_records() if r["event"] == "event retry scheduled"]
     assert [r["attempt"] for r in retries] == [1, 2, 3, 4]
-    assert rabbit_pipeline.dead_letters() == []
+    assert pipeline.dead_letters() == []
 
 
-def test_a_slow_api_times_out_and_is_retried(rabbit_pipeline: Pipeline) -> None:
-    rabbit_pipeline.env_overrides["ORDER_SYNC_HTTP_TIMEOUT"] = "0.5"
-    rabbit_pipeline.state.script_order(5003, ["slow:1500"])
-    rabbit_pipeline.start_worker()
-    rabbit_pipeline.publish(make_event(5003))
-    rabbit_pipeline.wait_applied(5003)
-    retry = next(r for r in rabbit_pipeline.log_records() if r["event"] == "event retry scheduled")
+def test_a_slow_api_times_out_and_is_retried(pipeline: Pipeline) -> None:
+    pipeline.env_overrides["ORDER_SYNC_HTTP_TIMEOUT"] = "0.5"
+    pipeline.state.script_order(5003, ["slow:1500"])
+    pipeline.start_worker()
+    pipeline.publish(make_event(5003))
+    pipeline.wait_applied(5003)
+    retry = next(r for r in pipeline.log_records() if r["event"] == "event retry scheduled")
     assert "timed out" in retry["error"]
 
 
-def test_retries_run_out_into_the_dead_letter_queue(rabbit_pipeline: Pipeline) -> None:
-    rabbit_pipeline.env_overrides["ORDER_SYNC_MAX_RETRIES"] = "2"
-    rabbit_pipeline.state.script_order(5004, [500] * 10)
-    rabbit_pipeline.start_worker()
+def test_retries_run_out_into_the_dead_letter_queue(pipeline: Pipeline) -> None:
+    pipeline.env_overrides["ORDER_SYNC_MAX_RETRIES"] = "2"
+    pipeline.state.script_order(5004, [500] * 10)
+    pipeline.start_worker()
     event = make_event(5004)
-    rabbit_pipeline.publish(event)
-    [entry] = rabbit_pipeline.wait_dead_letters(1)
+    pipeline.publish(event)
+    [entry] = pipeline.wait_dead_letters(1)
     assert entry["reason"] == "retries_exhausted"
     assert entry["last_error_reason"] == "api_unavailable"
     assert entry["attempts"] == 3
     assert entry["status_code"] == 500
     assert entry["event"] == event
     assert entry["request"]["body"] == {"CustomerId": 4}
-    assert rabbit_pipeline.statuses(5004) == [500, 500, 500]
+    assert pipeline.statuses(5004) == [500, 500, 500]
 
 
-def test_a_400_is_dead_lettered_at_once_with_status_and_body(rabbit_pipeline: Pipeline) -> None:
-    rabbit_pipeline.state.script_order(5005, [400])
-    rabbit_pipeline.start_worker()
+def test_a_400_is_dead_lettered_at_once_with_status_and_body(pipeline: Pipeline) -> None:
+    pipeline.state.script_order(5005, [400])
+    pipeline.start_worker()
     event = make_event(5005, customer_id=9)
-    rabbit_pipeline.publish(event)
-    [entry] = rabbit_pipeline.wait_dead_letters(1)
+    pipeline.publish(event)
+    [entry] = pipeline.wait_dead_letters(1)
     assert entry["reason"] == "api_rejected"
     assert entry["status_code"] == 400
     assert isinstance(entry["response_body"], dict)
@@ -92,30 +92,30 @@ def test_a_400_is_dead_lettered_at_once_with_status_and_body(rabbit_pipeline: Pi
     assert entry["request"] == {"method": "PUT", "path": "/Orders/5005", "body": {"CustomerId": 9}}
     for key in ("id", "error", "dead_lettered_at", "first_received_at", "task_id", "worker"):
         assert entry[key], key
-    assert rabbit_pipeline.statuses(5005) == [400]
+    assert pipeline.statuses(5005) == [400]
 
 
-def test_an_unknown_order_is_dead_lettered_as_not_found(rabbit_pipeline: Pipeline) -> None:
-    rabbit_pipeline.state.add_missing([5006])
-    rabbit_pipeline.start_worker()
-    rabbit_pipeline.publish(make_event(5006))
-    [entry] = rabbit_pipeline.wait_dead_letters(1)
+def test_an_unknown_order_is_dead_lettered_as_not_found(pipeline: Pipeline) -> None:
+    pipeline.state.add_missing([5006])
+    pipeline.start_worker()
+    pipeline.publish(make_event(5006))
+    [entry] = pipeline.wait_dead_letters(1)
     assert (entry["reason"], entry["status_code"]) == ("order_not_found", 404)
 
 
 def test_bad_input_is_dead_lettered_with_its_reason_and_never_blocks_the_worker(
-    rabbit_pipeline: Pipeline,
+    pipeline: Pipeline,
 ) -> None:
-    rabbit_pipeline.start_worker()
+    pipeline.start_worker()
     invalid = make_event(5007, shipping_address={**ADDRESS, "state": None}, customer_id=True)
-    rabbit_pipeline.publish_raw(__import__("json").dumps(invalid))
-    rabbit_pipeline.publish_raw("order 5008 changed!")
-    rabbit_pipeline.publish_raw(b"\xff\xfe not utf-8", content_type="application/json")
-    rabbit_pipeline.publish_raw('{"a": 1}', content_type="application/x-python-serialize")
-    rabbit_pipeline.publish_raw("[1, 2, 3]")
-    rabbit_pipeline.publish(make_event(5009))  # a good event after the bad ones still flows
-    entries = rabbit_pipeline.wait_dead_letters(5)
-    rabbit_pipeline.wait_applied(5009)
+    pipeline.publish_raw(__import__("json").dumps(invalid))
+    pipeline.publish_raw("order 5008 changed!")
+    pipeline.publish_raw(b"\xff\xfe not utf-8", content_type="application/json")
+    pipeline.publish_raw('{"a": 1}', content_type="application/x-python-serialize")
+    pipeline.publish_raw("[1, 2, 3]")
+    pipeline.publish(make_event(5009))  # a good event after the bad ones still flows
+    entries = pipeline.wait_dead_letters(5)
+    pipeline.wait_applied(5009)
     by_reason: dict[str, list[dict]] = {}
     for entry in entries:
         by_reason.setdefault(entry["reason"], []).append(entry)
@@ -135,58 +135,58 @@ def test_bad_input_is_dead_lettered_with_its_reason_and_never_blocks_the_worker(
     assert by_reason["unsupported_content_type"][0]["raw_body"] == '{"a": 1}'
 
 
-def test_an_expired_token_is_replaced_and_the_call_repeated(rabbit_pipeline: Pipeline) -> None:
-    rabbit_pipeline.start_worker()
-    rabbit_pipeline.publish(make_event(5010))
-    rabbit_pipeline.wait_applied(5010)
-    rabbit_pipeline.state.expire_tokens()
-    rabbit_pipeline.publish(make_event(5011))
-    rabbit_pipeline.wait_applied(5011)
-    assert rabbit_pipeline.statuses(5011) == [401, 200]
-    assert rabbit_pipeline.state.token_requests == 2
-    assert rabbit_pipeline.dead_letters() == []
+def test_an_expired_token_is_replaced_and_the_call_repeated(pipeline: Pipeline) -> None:
+    pipeline.start_worker()
+    pipeline.publish(make_event(5010))
+    pipeline.wait_applied(5010)
+    pipeline.state.expire_tokens()
+    pipeline.publish(make_event(5011))
+    pipeline.wait_applied(5011)
+    assert pipeline.statuses(5011) == [401, 200]
+    assert pipeline.state.token_requests == 2
+    assert pipeline.dead_letters() == []
 
 
-def test_token_endpoint_trouble_is_retried(rabbit_pipeline: Pipeline) -> None:
-    rabbit_pipeline.state.script_token([503, "drop"])
-    rabbit_pipeline.start_worker()
-    rabbit_pipeline.publish(make_event(5012))
-    rabbit_pipeline.wait_applied(5012)
-    assert rabbit_pipeline.state.token_requests == 3
+def test_token_endpoint_trouble_is_retried(pipeline: Pipeline) -> None:
+    pipeline.state.script_token([503, "drop"])
+    pipeline.start_worker()
+    pipeline.publish(make_event(5012))
+    pipeline.wait_applied(5012)
+    assert pipeline.state.token_requests == 3
 
 
-def test_events_published_before_any_worker_ran_are_kept(rabbit_pipeline: Pipeline) -> None:
-    rabbit_pipeline.publish(*(make_event(6000 + i) for i in range(5)))
-    rabbit_pipeline.start_worker()
-    rabbit_pipeline.wait_applied(*(6000 + i for i in range(5)))
+def test_events_published_before_any_worker_ran_are_kept(pipeline: Pipeline) -> None:
+    pipeline.publish(*(make_event(6000 + i) for i in range(5)))
+    pipeline.start_worker()
+    pipeline.wait_applied(*(6000 + i for i in range(5)))
 
 
 def test_an_oversized_message_is_dead_lettered_with_its_start_kept(
-    rabbit_pipeline: Pipeline,
+    pipeline: Pipeline,
 ) -> None:
-    rabbit_pipeline.start_worker()
+    pipeline.start_worker()
     huge = __import__("json").dumps(make_event(5013, customer_id=1) | {"pad": "x" * 1_000_000})
-    rabbit_pipeline.publish_raw(huge)
-    rabbit_pipeline.publish(make_event(5014))
-    [entry] = rabbit_pipeline.wait_dead_letters(1)
-    rabbit_pipeline.wait_applied(5014)
+    pipeline.publish_raw(huge)
+    pipeline.publish(make_event(5014))
+    [entry] = pipeline.wait_dead_letters(1)
+    pipeline.wait_applied(5014)
     assert entry["reason"] == "too_large"
     assert str(len(huge)) in entry["error"]
     assert huge.startswith(entry["raw_body"]) and len(entry["raw_body"]) == 4096
 
 
 def test_wrong_credentials_never_leak_into_logs_or_dead_letters(
-    rabbit_pipeline: Pipeline,
+    pipeline: Pipeline,
 ) -> None:
-    from tests.integration.conftest import PASSWORD
+    from tests.support import PASSWORD
 
     wrong = "Wr0ng-but-still-secret-9c1d"
-    rabbit_pipeline.env_overrides.update(SELLERCLOUD_PASSWORD=wrong, ORDER_SYNC_MAX_RETRIES="1")
-    rabbit_pipeline.start_worker()
-    rabbit_pipeline.publish(make_event(5020))
-    [entry] = rabbit_pipeline.wait_dead_letters(1)
+    pipeline.env_overrides.update(SELLERCLOUD_PASSWORD=wrong, ORDER_SYNC_MAX_RETRIES="1")
+    pipeline.start_worker()
+    pipeline.publish(make_event(5020))
+    [entry] = pipeline.wait_dead_letters(1)
     assert (entry["reason"], entry["last_error_reason"]) == ("retries_exhausted", "auth_failed")
     assert "invalid_grant" in json.dumps(entry["response_body"])
-    everything = json.dumps(entry) + "\n".join(rabbit_pipeline.log_lines())
+    everything = json.dumps(entry) + "\n".join(pipeline.log_lines())
     assert wrong not in everything
     assert PASSWORD not in everything

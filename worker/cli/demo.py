@@ -8,14 +8,11 @@ are invalid, then prints what became of each and exits 0 if every outcome is the
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ import click
 import requests
 
 from worker.broker.connection import connect
+from worker.cli.local_run import make_event, wait_for, worker_env
 from worker.deadletter.queue import browse
 from worker.publisher import EventPublisher
 from worker.settings import broker_settings
@@ -53,58 +51,44 @@ class Sample:
     script: list[Any]  # the simulator's scripted answers for this order
 
 
-def _event(event_id: str, order_id: int, changes: dict[str, Any]) -> str:
-    return json.dumps(
-        {
-            "event_id": event_id,
-            "order_id": order_id,
-            "occurred_at": "2026-11-26T10:00:00Z",
-            "changes": changes,
-        }
-    )
-
-
 SAMPLES = (
-    Sample("applied at once", 5001, _event("demo-1", 5001, {"customer_id": 7}), "applied", []),
+    Sample(
+        "applied at once",
+        5001,
+        json.dumps(make_event(5001, "demo-1", customer_id=7)),
+        "applied",
+        [],
+    ),
     Sample(
         "retried after two 500s",
         5002,
-        _event("demo-2", 5002, {"order_source": "Amazon", "currency_code": "USD"}),
+        json.dumps(make_event(5002, "demo-2", order_source="Amazon", currency_code="USD")),
         "applied",
         [500, 500],
     ),
     Sample(
         "token rejected, refreshed",
         5003,
-        _event("demo-3", 5003, {"shipping_address": ADDRESS}),
+        json.dumps(make_event(5003, "demo-3", shipping_address=ADDRESS)),
         "applied",
         [401],
     ),
     Sample(
         "refused by the API (400)",
         5004,
-        _event("demo-4", 5004, {"sales_rep_1": 12}),
+        json.dumps(make_event(5004, "demo-4", sales_rep_1=12)),
         "api_rejected",
         [400],
     ),
     Sample(
         "invalid: US address without state",
         5005,
-        _event("demo-5", 5005, {"billing_address": {**ADDRESS, "state": None}}),
+        json.dumps(make_event(5005, "demo-5", billing_address={**ADDRESS, "state": None})),
         "invalid_event",
         [],
     ),
     Sample("not JSON at all", 0, "order 5006 changed!", "invalid_json", []),
 )
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -151,17 +135,17 @@ def _outcomes(state: SimulatorState, dead: list[dict[str, Any]]) -> list[tuple[S
 def demo_command(keep: bool) -> None:
     """Run the pipeline end to end against the simulator on the embedded broker."""
     workdir = Path(tempfile.mkdtemp(prefix="order-sync-demo-"))
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CELERY_BROKER")}
     state = SimulatorState(USERNAME, PASSWORD)
     server = SimulatorServer(state=state).start()
-    env.update(
-        ORDER_SYNC_DATA_DIR=str(workdir),
-        SELLERCLOUD_BASE_URL=server.url,
-        SELLERCLOUD_USERNAME=USERNAME,
-        SELLERCLOUD_PASSWORD=PASSWORD,
+    # The embedded broker, in the demo's folder; the operator's other settings are kept.
+    env = worker_env(
+        simulator_url=server.url,
+        username=USERNAME,
+        password=PASSWORD,
+        data_dir=workdir,
+        inherit_settings=True,
         ORDER_SYNC_RETRY_BACKOFF="0.2",
         ORDER_SYNC_RETRY_BACKOFF_MAX="1",
-        ORDER_SYNC_LOG_FORMAT=env.get("ORDER_SYNC_LOG_FORMAT", "json"),
     )
     click.echo(f"simulator   {server.url}")
     click.echo(f"broker      embedded, in {workdir / 'broker'}")
@@ -186,7 +170,10 @@ def demo_command(keep: bool) -> None:
                 dead = list(browse(connection))
             return all(outcome != "pending" for _, outcome, _ in _outcomes(state, dead))
 
-        finished = _wait_for(settled, WAIT_SECONDS)
+        try:
+            finished = wait_for(settled, WAIT_SECONDS, "every outcome", interval=0.2)
+        except TimeoutError:
+            finished = False
     finally:
         _stop(worker)
         server.stop()
