@@ -58,7 +58,7 @@ __all__ = [
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 #: The fleet's shared store in the tests that run workers as a fleet.
-FLEET_REDIS_URL = "redis://127.0.0.1:6379/13"
+FLEET_REDIS_URL = os.environ.get("TEST_FLEET_REDIS_URL", "redis://127.0.0.1:6379/13")
 USERNAME = "integration@example.com"
 PASSWORD = "integration-password-7f3a"
 
