@@ -28,6 +28,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
 
 from worker.apply import retry
 from worker.broker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
+from worker.coordination import gate
 from worker.deadletter import reasons as deadletter
 from worker.observability import metrics
 from worker.sellercloud.client import ENDPOINTS
@@ -275,7 +276,9 @@ def served(
     the checks could not tell a typo from a new value.
     """
     found: dict[str, tuple[str, dict[str, LabelValues]]] = {
-        metrics.QUEUE_MESSAGES: ("gauge", {"queue": QUEUES})
+        metrics.QUEUE_MESSAGES: ("gauge", {"queue": QUEUES}),
+        metrics.FLEET_PAUSED: ("gauge", {"kind": frozenset(gate.KINDS)}),
+        metrics.FLEET_PAUSED_SECONDS: ("gauge", {}),
     }
     for metric in worker_metrics:
         labels = LABEL_VALUES.get(metric, {})

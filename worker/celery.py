@@ -8,6 +8,7 @@ says why it is set.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from typing import Any
 
@@ -23,6 +24,7 @@ import structlog
 from celery import Celery, signals
 from celery.apps import worker as celery_worker_program
 from celery.apps.worker import Worker as CeleryWorker
+from celery.utils.nodenames import default_nodename, host_format
 
 from worker.apply import runtime
 from worker.broker.connection import redacted, transport_options, warn_if_embedded
@@ -47,6 +49,14 @@ BROKER = broker_settings()
 
 class StructuredWorker(CeleryWorker):
     """Celery's worker program, but in JSON mode every line it writes is one JSON object."""
+
+    def __init__(self, app: Any = None, hostname: str | None = None, **kwargs: Any) -> None:
+        # Celery names every worker celery@<host> unless told otherwise, and on RabbitMQ a second
+        # worker of that name on the same host dies at once (its control queue is exclusive).
+        # The process id makes each plain start's name its own; another -n/--hostname stays.
+        if not hostname or hostname == host_format(default_nodename(None)):  # type: ignore[arg-type]
+            hostname = f"order-sync-{os.getpid()}@{socket.gethostname()}"
+        super().__init__(app=app, hostname=hostname, **kwargs)
 
     def emit_banner(self) -> None:
         if not wants_json(log_settings()):
@@ -127,7 +137,7 @@ def _check_settings(sender: Any = None, **_: Any) -> None:
         log.critical("worker cannot start", error=str(exc))
         sys.exit(2)
     if port is not None:
-        endpoint.serve(port, BROKER)
+        endpoint.serve(port, BROKER, fleet)
     if sender is not None:
         runtime.pool_size = int(getattr(sender, "concurrency", 10) or 10)
     warn_if_embedded(BROKER)

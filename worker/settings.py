@@ -169,6 +169,9 @@ class FleetSettings:
     rate_limit: Rate | None  # None: no limit
     dedup_window: float
     order_lock_ttl: float
+    # An outage: this many different orders failing in a row with transient errors.
+    outage_threshold: int = 5
+    probe_interval_max: float = 30.0  # the longest wait between two probes of an outage
 
 
 def fleet_settings(environ: Mapping[str, str] = os.environ) -> FleetSettings:
@@ -185,6 +188,8 @@ def fleet_settings(environ: Mapping[str, str] = os.environ) -> FleetSettings:
         rate_limit=rate,
         dedup_window=reader.number("ORDER_SYNC_DEDUP_WINDOW", 7 * 86400.0, float, 1),
         order_lock_ttl=reader.number("ORDER_SYNC_ORDER_LOCK_TTL", 75.0, float, 1),
+        outage_threshold=reader.number("ORDER_SYNC_OUTAGE_THRESHOLD", 5, int, 2),
+        probe_interval_max=reader.number("ORDER_SYNC_PROBE_INTERVAL_MAX", 30.0, float, 1),
     )
     if reader.problems:
         raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
@@ -206,6 +211,16 @@ def metrics_port(environ: Mapping[str, str] = os.environ) -> int | None:
             f"invalid configuration: ORDER_SYNC_METRICS_PORT must be a port (got {raw!r})"
         )
     return int(raw)
+
+
+def credentials(environ: Mapping[str, str] = os.environ) -> tuple[str, str]:
+    """The Sellercloud username and password as they are now: the password file is read again
+    on every call, so a rotated password is used from the next token request on."""
+    reader = _Reader(environ)
+    username, password = reader.text("SELLERCLOUD_USERNAME"), reader.password()
+    if reader.problems:
+        raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
+    return username, password
 
 
 def api_settings(environ: Mapping[str, str] = os.environ) -> ApiSettings:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.worker.consumer import Consumer as CeleryConsumer
+from celery.worker.consumer.tasks import Tasks as ConsumerTasks
 from kombu import Connection, Message
 from kombu.serialization import loads
 
@@ -21,8 +22,11 @@ from worker.intake.celery_hooks import CONSUMER_ATTRIBUTES, PoolHandOff, task_me
 def _consumer_has(name: str) -> bool:
     if hasattr(CeleryConsumer, name):
         return True
-    # Attributes set per instance show up only in the constructor's source.
-    return f"self.{name} =" in inspect.getsource(CeleryConsumer.__init__)
+    # Attributes set per instance show up only in the source that sets them: the constructor,
+    # or the bootstep that starts the task consumer.
+    return f"self.{name} =" in inspect.getsource(CeleryConsumer.__init__) or (
+        f"c.{name} =" in inspect.getsource(ConsumerTasks.start)
+    )
 
 
 @pytest.mark.parametrize("name", CONSUMER_ATTRIBUTES)

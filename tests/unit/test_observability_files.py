@@ -482,20 +482,21 @@ def test_dashboard_shows_every_metric() -> None:
 
 def exposed_series(tmp_path: Path) -> dict[str, dict[str, set[str]]]:
     """Every series a worker exposes, with the values of each label: metrics.ALL as
-    prometheus_client serves it (each labelled metric touched once, with a dummy value) and the
-    queue depths, asked of an embedded broker."""
+    prometheus_client serves it (each labelled metric touched once, with a dummy value), the
+    queue depths, asked of an embedded broker, and the fleet's gate, read from its store."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
     from worker.observability import metrics
-    from worker.observability.endpoint import QueueDepthCollector
-    from worker.settings import broker_settings
+    from worker.observability.endpoint import FleetGateCollector, QueueDepthCollector
+    from worker.settings import broker_settings, fleet_settings
 
     registry = CollectorRegistry()
     for metric in metrics.ALL:
         registry.register(metric)
     broker = broker_settings({"ORDER_SYNC_DATA_DIR": str(tmp_path)})
     registry.register(QueueDepthCollector(broker))
+    registry.register(FleetGateCollector(fleet_settings({"ORDER_SYNC_DATA_DIR": str(tmp_path)})))
     labelled = [metric for metric in metrics.ALL if metric._labelnames]
     for metric in labelled:
         metric.labels(*["dummy"] * len(metric._labelnames))
@@ -524,6 +525,8 @@ def test_the_series_the_checks_allow_are_those_a_worker_exposes(tmp_path: Path) 
     # The queue names are the ones the broker is really asked about.
     queues = check_refs.SERIES["order_sync_queue_messages"]["queue"]
     assert exposed["order_sync_queue_messages"]["queue"] == set(queues)
+    kinds = check_refs.SERIES["order_sync_fleet_paused"]["kind"]
+    assert exposed["order_sync_fleet_paused"]["kind"] == set(kinds)
 
 
 def test_a_metric_the_worker_gains_must_reach_the_files(monkeypatch: pytest.MonkeyPatch) -> None:

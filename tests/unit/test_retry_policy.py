@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from worker.apply.retry import (
+    FLEET_PAUSED,
     ORDER_BUSY,
     RETRY_REASONS,
     STORE_RETRY_SECONDS,
@@ -15,6 +16,7 @@ from worker.apply.retry import (
     RetryLater,
     RetryPolicy,
 )
+from worker.coordination.gate import FleetPaused
 from worker.coordination.store import StoreUnavailable
 from worker.deadletter.entries import EventContext
 from worker.deadletter.reasons import INTERNAL_ERROR, INVALID_EVENT
@@ -22,6 +24,7 @@ from worker.intake.envelope import EventRejected
 from worker.sellercloud.errors import (
     ApiUnavailable,
     AuthenticationFailed,
+    CredentialsRefused,
     OrderNotFound,
     RateLimited,
     RequestRejected,
@@ -36,6 +39,26 @@ def never_paused(until: dt.datetime | None, wait: float) -> float:
     raise AssertionError("the fleet must not pause for this")
 
 
+class Gate:
+    """The fleet's gate as the policy sees it: open until ``closed``; records what it is told."""
+
+    def __init__(self, closes_after: int | None = None) -> None:
+        self.closes_after = closes_after
+        self.failures: list[int] = []
+        self.refused: list[Exception] = []
+
+    def note_failure(self, order_id: int, error: Exception) -> bool:
+        self.failures.append(order_id)
+        return self.closes_after is not None and len(self.failures) >= self.closes_after
+
+    def refuse_credentials(self, error: Exception) -> bool:
+        self.refused.append(error)
+        return True
+
+
+OPEN = Gate()
+
+
 def test_a_429_from_the_api_pauses_the_whole_fleet_and_counts_nothing() -> None:
     reset = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
     paused: list[tuple[dt.datetime | None, float]] = []
@@ -45,7 +68,7 @@ def test_a_429_from_the_api_pauses_the_whole_fleet_and_counts_nothing() -> None:
         return 30.0
 
     error = RateLimited("HTTP 429", status_code=429, reset_at=reset)
-    later = POLICY.after_api_error(error, failures=5, pause_fleet=pause)
+    later = POLICY.after_api_error(error, 5, 7, pause, OPEN)
     assert later == RetryLater(30.0, counted=False, reason="rate_limited", error="HTTP 429")
     assert paused == [(reset, 60.0)]
 
@@ -53,7 +76,7 @@ def test_a_429_from_the_api_pauses_the_whole_fleet_and_counts_nothing() -> None:
 def test_our_own_full_rate_limit_waits_for_its_slot_without_pausing_the_fleet() -> None:
     reset = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=100)
     error = RateLimited("rate limit reached by the fleet", reset_at=reset)
-    later = POLICY.after_api_error(error, failures=0, pause_fleet=never_paused)
+    later = POLICY.after_api_error(error, 0, 7, never_paused, OPEN)
     assert later is not None and not later.counted
     assert 99 < later.countdown <= 100
 
@@ -65,17 +88,45 @@ def test_our_own_full_rate_limit_waits_for_its_slot_without_pausing_the_fleet() 
 def test_transient_failures_are_counted_until_the_budget_is_spent(error: Exception) -> None:
     assert isinstance(error, ApiUnavailable | AuthenticationFailed)
     for failures in range(3):
-        later = POLICY.after_api_error(error, failures, never_paused)
+        later = POLICY.after_api_error(error, failures, 7, never_paused, OPEN)
         assert later is not None and later.counted and later.reason == error.reason
         assert later.countdown == min(60.0, 2.0 * 2**failures)
-    assert POLICY.after_api_error(error, 3, never_paused) is None
+    assert POLICY.after_api_error(error, 3, 7, never_paused, OPEN) is None
 
 
 @pytest.mark.parametrize(
     "error", [RequestRejected("HTTP 409", status_code=409), OrderNotFound("HTTP 404")]
 )
 def test_a_refused_request_is_never_retried(error: RequestRejected) -> None:
-    assert POLICY.after_api_error(error, 0, never_paused) is None
+    assert POLICY.after_api_error(error, 0, 7, never_paused, OPEN) is None
+
+
+def test_a_transient_failure_that_closes_the_gate_hands_the_event_back_uncounted() -> None:
+    gate = Gate(closes_after=1)
+    error = ApiUnavailable("HTTP 503", status_code=503)
+    decision = POLICY.after_api_error(error, 0, 7, never_paused, gate)
+    assert isinstance(decision, FleetPaused) and gate.failures == [7]
+    # Even with the retries used up: an outage dead-letters nothing.
+    assert isinstance(POLICY.after_api_error(error, 3, 8, never_paused, gate), FleetPaused)
+
+
+def test_refused_credentials_pause_the_fleet_at_once() -> None:
+    gate = Gate()
+    error = CredentialsRefused("token endpoint refused the credentials: HTTP 400")
+    decision = POLICY.after_api_error(error, 0, 7, never_paused, gate)
+    assert isinstance(decision, FleetPaused) and gate.refused == [error]
+    assert gate.failures == []
+
+
+def test_a_refused_request_says_nothing_about_an_outage() -> None:
+    gate = Gate(closes_after=1)
+    POLICY.after_api_error(RequestRejected("HTTP 400", status_code=400), 0, 7, never_paused, gate)
+    assert gate.failures == []
+
+
+def test_a_paused_fleet_is_kept_as_it_is() -> None:
+    paused = FleetPaused("operator")
+    assert POLICY.after_failure(paused) is paused
 
 
 def test_another_writer_means_come_back_shortly_uncounted() -> None:
@@ -120,6 +171,7 @@ def test_every_retry_reason_the_policy_gives_is_declared() -> None:
     reasons = {
         POLICY.order_busy().reason,
         STORE_UNAVAILABLE,
+        FLEET_PAUSED,
         RateLimited("x").reason,
         ApiUnavailable("x").reason,
         AuthenticationFailed("x").reason,

@@ -1,6 +1,12 @@
 """The retry policy: every "retry, how long, counted or not, or dead-letter" decision.
 
     what happened                              decision
+    the fleet's gate is closed (an outage,     hand the event back to the broker, not counted;
+      refused credentials, an operator)        it waits there until the gate opens
+    the token endpoint refused the             close the gate for the whole fleet
+      credentials                              (``coordination.gate``); hand the event back
+    a transient failure that makes the         close the gate (an outage: several different
+      fleet's streak of failures long enough   orders failed in a row); hand the event back
     the API answered 429                       the whole fleet pauses until its reset; the
                                                event comes back then, not counted
     the fleet's own rate limit is full         come back at the next free slot, not counted
@@ -27,8 +33,9 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from worker.coordination.gate import FleetPaused
 from worker.coordination.store import StoreUnavailable
 from worker.deadletter import entries
 from worker.deadletter.entries import EventContext
@@ -38,6 +45,7 @@ from worker.observability import metrics
 from worker.sellercloud.errors import (
     ApiUnavailable,
     AuthenticationFailed,
+    CredentialsRefused,
     RateLimited,
     SellercloudError,
     TransientError,
@@ -46,10 +54,12 @@ from worker.settings import ApiSettings
 
 ORDER_BUSY = "order_busy"
 STORE_UNAVAILABLE = "store_unavailable"
+FLEET_PAUSED = "fleet_paused"
 #: Every ``reason`` a retry is counted under (the ``order_sync_retries_total`` label).
 RETRY_REASONS = (
     ORDER_BUSY,
     STORE_UNAVAILABLE,
+    FLEET_PAUSED,
     RateLimited.reason,
     ApiUnavailable.reason,
     AuthenticationFailed.reason,
@@ -59,6 +69,14 @@ STORE_RETRY_SECONDS = 5.0
 
 # Given the 429's reset time and a fallback wait, pauses the whole fleet; returns the wait.
 PauseFleet = Callable[[dt.datetime | None, float], float]
+
+
+class Gate(Protocol):
+    """What the policy asks of the fleet's gate (``coordination.gate.FleetGate``)."""
+
+    def note_failure(self, order_id: int, error: Exception) -> bool: ...
+
+    def refuse_credentials(self, error: Exception) -> bool: ...
 
 
 @dataclass
@@ -100,9 +118,18 @@ class RetryPolicy:
         return RetryLater(self.backoff(0) / 4 + 0.2, counted=False, reason=ORDER_BUSY)
 
     def after_api_error(
-        self, error: SellercloudError, failures: int, pause_fleet: PauseFleet
-    ) -> RetryLater | None:
-        """When to try a failed call again; None: never (dead-letter the events it carried)."""
+        self,
+        error: SellercloudError,
+        failures: int,
+        order_id: int,
+        pause_fleet: PauseFleet,
+        gate: Gate,
+    ) -> RetryLater | FleetPaused | None:
+        """When to try a failed call for ``order_id`` again: later (RetryLater), once the
+        fleet's gate opens (FleetPaused), or never (None: dead-letter the events it carried)."""
+        if isinstance(error, CredentialsRefused):
+            gate.refuse_credentials(error)
+            return FleetPaused(f"credentials refused: {error}")
         if isinstance(error, RateLimited):
             wait = self.backoff(failures)
             if error.status_code is not None:  # the API itself said 429: the whole fleet waits
@@ -111,15 +138,18 @@ class RetryPolicy:
             elif error.reset_at is not None:
                 wait = max(wait, error.reset_at.timestamp() - time.time())
             return RetryLater(wait, counted=False, reason=error.reason, error=str(error))
-        if isinstance(error, TransientError) and failures < self.max_retries:
-            return RetryLater(
-                self.backoff(failures), counted=True, reason=error.reason, error=str(error)
-            )
+        if isinstance(error, TransientError):
+            if gate.note_failure(order_id, error):
+                return FleetPaused(f"Sellercloud unavailable: {error}")
+            if failures < self.max_retries:
+                return RetryLater(
+                    self.backoff(failures), counted=True, reason=error.reason, error=str(error)
+                )
         return None
 
-    def after_failure(self, exc: Exception) -> RetryLater | DeadLetterNow:
+    def after_failure(self, exc: Exception) -> RetryLater | FleetPaused | DeadLetterNow:
         """What becomes of an event whose task ended in ``exc`` (raised while handling it)."""
-        if isinstance(exc, RetryLater):
+        if isinstance(exc, RetryLater | FleetPaused):
             return exc
         if isinstance(exc, StoreUnavailable):
             return RetryLater(

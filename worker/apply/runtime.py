@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from worker.apply.retry import RetryPolicy
 from worker.coordination.backends import open_store
+from worker.coordination.gate import FleetGate, GateSettings
 from worker.coordination.orders import OrderCoordinator
 from worker.coordination.ratelimit import FleetRateLimiter
 from worker.coordination.store import Store
 from worker.coordination.tokens import SharedTokens
 from worker.observability import metrics
 from worker.sellercloud.client import SellercloudClient
-from worker.settings import ApiSettings, FleetSettings, api_settings, fleet_settings
+from worker.settings import (
+    ApiSettings,
+    ConfigError,
+    FleetSettings,
+    api_settings,
+    credentials,
+    fleet_settings,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,7 @@ class Runtime:
     limiter: FleetRateLimiter
     client: SellercloudClient
     policy: RetryPolicy
+    gate: FleetGate
 
 
 _lock = threading.Lock()
@@ -51,10 +61,22 @@ def _build() -> Runtime:
         before_call=limiter.wait,
         observe=metrics.observe_api_call,
         shared_tokens=lambda login: SharedTokens(store, login).fetch,
+        credentials=_current_credentials(settings),
     )
     coordinator = OrderCoordinator(store, fleet.dedup_window, fleet.order_lock_ttl)
     policy = RetryPolicy.from_settings(settings)
-    return Runtime(settings, fleet, store, coordinator, limiter, client, policy)
+    gate = FleetGate(store, GateSettings(fleet.outage_threshold, fleet.probe_interval_max))
+    return Runtime(settings, fleet, store, coordinator, limiter, client, policy, gate)
+
+
+def _current_credentials(settings: ApiSettings) -> Callable[[], tuple[str, str]]:
+    def current() -> tuple[str, str]:
+        try:
+            return credentials()
+        except ConfigError:  # the password file went missing: keep what the worker started with
+            return settings.username, settings.password
+
+    return current
 
 
 def current() -> Runtime:

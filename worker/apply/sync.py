@@ -17,11 +17,12 @@ import structlog
 from schemas.event import OrderChange
 from schemas.sellercloud import update_order_body
 from worker.apply.runtime import Runtime
+from worker.coordination.gate import FleetPaused
 from worker.coordination.orders import DEAD_LETTERED, PendingEvent, Round
 from worker.deadletter.entries import EventContext, api_failure_entry
 from worker.intake.envelope import prepare
 from worker.observability import metrics
-from worker.sellercloud.errors import SellercloudError
+from worker.sellercloud.errors import SellercloudError, TransientError
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +65,7 @@ def sync_event(
         raise rt.policy.order_busy()
     outcomes: dict[str, str] = {}
     try:
-        _flush(rt, event.order_id, owner, first, failures, dead_letter, outcomes)
+        flush(rt, event.order_id, owner, first, failures, dead_letter, outcomes)
     except BaseException:
         coordinator.unlock(event.order_id, owner)
         raise
@@ -77,7 +78,7 @@ def sync_event(
     return outcome
 
 
-def _flush(
+def flush(
     rt: Runtime,
     order_id: int,
     owner: str,
@@ -100,7 +101,9 @@ def _flush(
         sent = _send(rt, order_id, events, applied_versions, failures)
         if sent.failure is not None:
             _dead_letter_all(events, sent.failure, dead_letter)
-        over = coordinator.settle(order_id, owner, events, sent.outcome, sent.versions)
+        over = coordinator.settle(
+            order_id, owner, events, sent.outcome, sent.versions, answered=sent.answered
+        )
         outcomes.update((e.event_id, sent.outcome) for e in events)
         if over:
             return
@@ -114,6 +117,13 @@ class Sent:
     outcome: str  # "applied", "stale" or DEAD_LETTERED
     versions: dict[str, str] = field(default_factory=dict)  # written by an applied PUT
     failure: tuple[dict[str, Any], SellercloudError, int] | None = None  # body, error, attempts
+
+    @property
+    def answered(self) -> bool:
+        """The API answered the call (2xx or a refusal): it is up."""
+        if self.outcome == "applied":
+            return True
+        return self.failure is not None and not isinstance(self.failure[1], TransientError)
 
 
 def _send(
@@ -142,8 +152,13 @@ def _send(
     body = update_order_body(merge.changes)
     try:
         rt.client.update_order(order_id, body)
+    except FleetPaused:
+        coordinator.put_back(order_id, events)
+        raise
     except SellercloudError as error:
-        later = rt.policy.after_api_error(error, failures, rt.limiter.pause_fleet)
+        later = rt.policy.after_api_error(
+            error, failures, order_id, rt.limiter.pause_fleet, rt.gate
+        )
         if later is None:
             return Sent(DEAD_LETTERED, failure=(body, error, failures + 1))
         coordinator.put_back(order_id, events)

@@ -13,8 +13,9 @@ from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
 from worker.apply import runtime, sync
-from worker.apply.retry import ORDER_BUSY, STORE_UNAVAILABLE, RetryLater
+from worker.apply.retry import FLEET_PAUSED, ORDER_BUSY, STORE_UNAVAILABLE, RetryLater
 from worker.broker.topology import TASKS_QUEUE
+from worker.coordination.gate import FleetPaused
 from worker.coordination.orders import DEAD_LETTERED
 from worker.deadletter import queue as deadletter_queue
 from worker.deadletter.entries import EventContext
@@ -59,12 +60,24 @@ class OrderSyncTask(Task[..., str]):
     ) -> str:
         """Retry or dead-letter, as the policy decides; raises Retry to come back later."""
         decision = runtime.current().policy.after_failure(exc)
+        if isinstance(decision, FleetPaused):
+            raise self.hand_back(decision) from exc
         if isinstance(decision, RetryLater):
             raise self.come_back(envelope, failures, decision, event) from exc
         if decision.reason == INTERNAL_ERROR:
             log.exception("unexpected error while applying event")
         self.dead_letter(decision.make_entry(envelope, context, failures + 1))
         return DEAD_LETTERED
+
+    def hand_back(self, paused: FleetPaused) -> Reject:
+        """The fleet is paused: the message goes back to its queue, where it waits, uncounted.
+
+        The worker stops reading its queues within a second, so it is not handed out again
+        until the fleet resumes.
+        """
+        metrics.RETRIES.labels(reason=FLEET_PAUSED).inc()
+        log.info("event handed back: the fleet is paused", error=str(paused))
+        return Reject(str(paused), requeue=True)
 
     def come_back(
         self,
@@ -111,21 +124,26 @@ class OrderSyncTask(Task[..., str]):
         entry["task_id"] = self.request.id
         entry["worker"] = self.request.hostname
         try:
-            with self.app.producer_or_acquire() as producer:
-                deadletter_queue.publish(producer, entry)
+            dead_letter(self.app, entry)
         except Exception as exc:
             log.error("dead-letter publish failed; message returned to the queue", error=str(exc))
             raise Reject(f"could not dead-letter: {exc}", requeue=True) from exc
-        metrics.DEAD_LETTERS.labels(reason=entry["reason"]).inc()
-        log.warning(
-            "event dead-lettered",
-            reason=entry["reason"],
-            error=entry["error"],
-            status_code=entry.get("status_code"),
-            attempts=entry.get("attempts"),
-            dead_letter_id=entry["id"],
-            dead_lettered_event_id=entry.get("event_id"),
-        )
+
+
+def dead_letter(app: Any, entry: dict[str, Any]) -> None:
+    """Publish an entry (returns once the broker has it), count it and say so."""
+    with app.producer_or_acquire() as producer:
+        deadletter_queue.publish(producer, entry)
+    metrics.DEAD_LETTERS.labels(reason=entry["reason"]).inc()
+    log.warning(
+        "event dead-lettered",
+        reason=entry["reason"],
+        error=entry["error"],
+        status_code=entry.get("status_code"),
+        attempts=entry.get("attempts"),
+        dead_letter_id=entry["id"],
+        dead_lettered_event_id=entry.get("event_id"),
+    )
 
 
 @shared_task(base=OrderSyncTask, bind=True, name=APPLY_ORDER_EVENT)

@@ -13,6 +13,7 @@ import click
 
 from worker.cli.demo import demo_command
 from worker.cli.dlq import dlq_group
+from worker.cli.fleet import pause_command, resume_command
 from worker.cli.ops import health_command, status_command
 from worker.cli.outbox import beat, outbox_group
 from worker.settings import (
@@ -130,3 +131,5 @@ main.add_command(outbox_group)
 main.add_command(beat)
 main.add_command(simulator_command)
 main.add_command(demo_command)
+main.add_command(pause_command)
+main.add_command(resume_command)

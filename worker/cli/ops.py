@@ -127,6 +127,7 @@ def _oldest_waiting() -> dict[str, Any] | None:
 
 def _fleet_state() -> dict[str, Any]:
     from worker.coordination.backends import open_store
+    from worker.coordination.gate import GATE_KEY, GateState
     from worker.coordination.ratelimit import PAUSE_KEY, SLOT_KEY
     from worker.coordination.tokens import TOKEN_KEY
 
@@ -137,13 +138,18 @@ def _fleet_state() -> dict[str, Any]:
         next_slot = float(store.get(SLOT_KEY) or 0)
         paused_until = float(store.get(PAUSE_KEY) or 0)
         token = store.get(TOKEN_KEY)
+        gate = store.get(GATE_KEY)
     finally:
         store.close()
     token_age = None
     if token is not None:
         record = json.loads(token)
         token_age = round(now - (float(record["expires_at"]) - float(record["lifetime"])), 1)
+    closed = GateState.loads(gate) if gate else None
     return {
+        # Whether the fleet calls Sellercloud: "open", or why not (coordination.gate).
+        "calls": "open" if closed is None else f"paused: {closed.kind}",
+        **(_paused(closed, now) if closed else {}),
         "store": "redis" if fleet.redis_url else f"sqlite {fleet.store_path}",
         "rate_limit": str(fleet.rate_limit) if fleet.rate_limit else "off",
         # Slots already promised to callers: how far ahead the fleet has booked the budget.
@@ -153,10 +159,24 @@ def _fleet_state() -> dict[str, Any]:
     }
 
 
+def _paused(state: Any, now: float) -> dict[str, Any]:
+    return {
+        "paused_since": dt.datetime.fromtimestamp(state.since, dt.UTC).isoformat(),
+        "paused_seconds": round(now - state.since, 1),
+        "paused_because": state.reason,
+        "paused_last_error": state.error or None,
+        "paused_by": state.by or None,
+        "next_probe_in_seconds": (
+            round(max(0.0, state.next_probe_at - now), 1) if state.next_probe_at else None
+        ),
+    }
+
+
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="The status as one JSON object.")
 def status_command(as_json: bool) -> None:
-    """Queue depths, dead letters by reason, the oldest waiting event, rate budget, token age."""
+    """Queue depths, dead letters by reason, the oldest waiting event, whether the fleet is
+    paused (since when, why), rate budget, token age."""
     from worker.broker.connection import connect
     from worker.deadletter import operations as dlq
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.event import OrderChange
+from worker.coordination.gate import STREAK_KEY
 from worker.coordination.store import Entry, Lock, Store, Taken
 
 PREFIX = "order-sync"
@@ -138,6 +139,14 @@ class OrderCoordinator:
     def unlock(self, order_id: int, owner: str) -> None:
         self.store.release(_key("lock", order_id), owner)
 
+    def claim(self, order_id: int, owner: str) -> Round | None:
+        """Take the order's lock and its first round, without an event of our own (a probe);
+        None if another writer holds it."""
+        lock = self._lock(order_id, owner)
+        if not self.store.claim(lock.key, lock.owner, lock.ttl):
+            return None
+        return self.take(order_id, owner)
+
     def take(self, order_id: int, owner: str) -> Round | None:
         """Renew our lock and take every pending event of the order not already finished,
         oldest first, with the versions of the fields already applied; None if the lock ran
@@ -157,9 +166,12 @@ class OrderCoordinator:
         events: list[PendingEvent],
         outcome: str,
         versions: dict[str, str] | None = None,
+        *,
+        answered: bool = False,
     ) -> bool:
         """Record how ``events`` ended (and the field versions an applied PUT wrote); release
-        the lock if nothing else is pending. True when the holder's round is over."""
+        the lock if nothing else is pending. ``answered``: the API answered the call, which
+        ends the fleet's streak of failures. True when the holder's round is over."""
         dead = outcome == DEAD_LETTERED
         done = {
             _key("done", e.event_id): f"{outcome}:{e.replays}" if dead else outcome for e in events
@@ -171,6 +183,7 @@ class OrderCoordinator:
             versions or {},
             _key("pending", order_id),
             self._lock(order_id, owner),
+            clear=STREAK_KEY if answered else None,
         )
 
     # Per-field last writer wins ----------------------------------------------------------

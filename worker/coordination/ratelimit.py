@@ -9,9 +9,12 @@ answering 429 while using nearly all of the budget.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+from worker.coordination.gate import GATE_KEY, FleetPaused
 from worker.coordination.rate import Rate
 from worker.coordination.store import Store
 from worker.observability.metrics import RATE_LIMIT_WAIT
@@ -24,7 +27,7 @@ LONGEST_SLEEP = 5.0
 
 
 class FleetRateLimiter:
-    """Call ``wait()`` before every API call."""
+    """Call ``wait()`` before every API call; it also keeps the fleet's gate (``gate``)."""
 
     def __init__(
         self,
@@ -35,13 +38,26 @@ class FleetRateLimiter:
         self.store = store
         self.rate = rate
         self.sleep = sleep
+        self._probe = threading.local()
+
+    @contextmanager
+    def probing(self) -> Iterator[None]:
+        """Calls of this thread go through a closed gate: they are the fleet's one probe."""
+        self._probe.active = True
+        try:
+            yield
+        finally:
+            self._probe.active = False
 
     def wait(self) -> None:
-        # One round trip: the pause, the look ahead (a slot reserved and then not used is
-        # budget thrown away) and the reservation happen together in the store.
+        # One round trip: the gate, the pause, the look ahead (a slot reserved and then not used
+        # is budget thrown away) and the reservation happen together in the store.
+        gate = None if getattr(self._probe, "active", False) else GATE_KEY
         state, value = self.store.take_slot(
-            PAUSE_KEY, SLOT_KEY, self.rate.interval if self.rate else None, LONGEST_SLEEP
+            PAUSE_KEY, SLOT_KEY, self.rate.interval if self.rate else None, LONGEST_SLEEP, gate
         )
+        if state == "gated":
+            raise FleetPaused("the fleet is paused: no calls to Sellercloud until it resumes")
         if state == "paused":
             raise RateLimited(
                 "the API asked every worker to wait (HTTP 429)",

@@ -71,6 +71,7 @@ if #ARGV >= first then
   redis.call('HSET', KEYS[1], unpack(ARGV, first, #ARGV))
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
+if KEYS[4] then redis.call('DEL', KEYS[4]) end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 1 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('DEL', KEYS[3])
@@ -80,6 +81,7 @@ return 1
 # pause is a time written by a client's clock, so it is compared with the caller's (ARGV[3]);
 # slots use the server's clock, so hosts with drifting clocks still space their calls.
 _TAKE_SLOT = """
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return {'gated', '0'} end
 local paused = redis.call('GET', KEYS[1])
 if paused and tonumber(paused) > tonumber(ARGV[3]) then return {'paused', paused} end
 if ARGV[1] == '' then return {'free', '0'} end
@@ -92,6 +94,14 @@ if slot - now > tonumber(ARGV[2]) then return {'full', tostring(slot - now)} end
 local keep_ms = math.ceil((slot - now + interval) * 1000) + 1000
 redis.call('SET', KEYS[2], tostring(slot + interval), 'PX', keep_ms)
 return {'reserved', tostring(slot - now)}
+"""
+
+_NOTE_FAILURE = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then return 0 end
+if redis.call('SET', KEYS[2], ARGV[4], 'NX') then return 1 end
+return 0
 """
 
 
@@ -113,6 +123,7 @@ class RedisStore:
         self._add_and_claim = self._redis.register_script(_ADD_AND_CLAIM)
         self._take_all_if_locked = self._redis.register_script(_TAKE_ALL_IF_LOCKED)
         self._settle = self._redis.register_script(_SETTLE)
+        self._note_failure = self._redis.register_script(_NOTE_FAILURE)
 
     def _connect(self, single: bool) -> redis.Redis:
         # Short timeouts: a store outage must surface as StoreUnavailable, not hang a worker.
@@ -154,6 +165,10 @@ class RedisStore:
 
     def put(self, key: str, value: str, ttl: float | None = None) -> None:
         self._call(lambda: self._client.set(key, value, px=_ms(ttl) if ttl else None))
+
+    def delete(self, *keys: str) -> None:
+        if keys:
+            self._call(lambda: self._client.delete(*keys))
 
     def hash_put(self, key: str, fields: dict[str, str], ttl: float) -> None:
         def write() -> None:
@@ -200,19 +215,38 @@ class RedisStore:
         versions: dict[str, str],
         hash_key: str,
         lock: Lock,
+        clear: str | None = None,
     ) -> bool:
         args: list[str | int] = [lock.owner, _ms(ttl), len(done)]
         for pair in (*done.items(), *versions.items()):
             args.extend(pair)
-        keys = [versions_key, hash_key, lock.key]
+        keys = [versions_key, hash_key, lock.key, *([clear] if clear else [])]
         return bool(self._run(self._settle, keys, args))
 
     def take_slot(
-        self, pause_key: str, slot_key: str, interval: float | None, longest_wait: float
+        self,
+        pause_key: str,
+        slot_key: str,
+        interval: float | None,
+        longest_wait: float,
+        gate_key: str | None = None,
     ) -> tuple[str, float]:
         args = ["" if interval is None else interval, longest_wait, time.time()]
-        state, value = self._run(self._take_slot, [pause_key, slot_key], args)
+        keys = [pause_key, slot_key, *([gate_key] if gate_key else [])]
+        state, value = self._run(self._take_slot, keys, args)
         return str(state), float(value)
+
+    def note_failure(
+        self,
+        streak_key: str,
+        member: str,
+        threshold: int,
+        window: float,
+        gate_key: str,
+        gate_value: str,
+    ) -> bool:
+        args = [member, threshold, _ms(window), gate_value]
+        return bool(self._run(self._note_failure, [streak_key, gate_key], args))
 
     def close(self) -> None:
         with self._clients_lock:

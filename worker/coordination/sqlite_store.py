@@ -141,6 +141,14 @@ class SqliteStore:
 
         self._run(put)
 
+    def delete(self, *keys: str) -> None:
+        def delete(db: sqlite3.Connection, now: float) -> None:
+            for key in keys:
+                db.execute("DELETE FROM kv WHERE key = ?", (key,))
+                db.execute("DELETE FROM hash WHERE key = ?", (key,))
+
+        self._run(delete)
+
     def hash_put(self, key: str, fields: dict[str, str], ttl: float) -> None:
         self._run(lambda db, now: self._hash_put(db, key, fields, now, ttl))
 
@@ -203,6 +211,7 @@ class SqliteStore:
         versions: dict[str, str],
         hash_key: str,
         lock: Lock,
+        clear: str | None = None,
     ) -> bool:
         def settle(db: sqlite3.Connection, now: float) -> bool:
             db.executemany(
@@ -211,6 +220,8 @@ class SqliteStore:
             )
             if versions:
                 self._hash_put(db, versions_key, versions, now, ttl)
+            if clear:
+                db.execute("DELETE FROM hash WHERE key = ?", (clear,))
             if self._live(db, lock.key, now) != lock.owner:
                 return True
             if self._hash_get_all(db, hash_key, now):
@@ -221,9 +232,16 @@ class SqliteStore:
         return self._run(settle)
 
     def take_slot(
-        self, pause_key: str, slot_key: str, interval: float | None, longest_wait: float
+        self,
+        pause_key: str,
+        slot_key: str,
+        interval: float | None,
+        longest_wait: float,
+        gate_key: str | None = None,
     ) -> tuple[str, float]:
         def take(db: sqlite3.Connection, now: float) -> tuple[str, float]:
+            if gate_key and self._live(db, gate_key, now) is not None:
+                return "gated", 0.0
             paused = self._live(db, pause_key, now)
             if paused is not None and float(paused) > now:
                 return "paused", float(paused)
@@ -239,6 +257,27 @@ class SqliteStore:
             return "reserved", slot - now
 
         return self._run(take)
+
+    def note_failure(
+        self,
+        streak_key: str,
+        member: str,
+        threshold: int,
+        window: float,
+        gate_key: str,
+        gate_value: str,
+    ) -> bool:
+        # The set is a hash whose fields are its members.
+        def note(db: sqlite3.Connection, now: float) -> bool:
+            self._hash_put(db, streak_key, {member: ""}, now, window)
+            if len(self._hash_get_all(db, streak_key, now)) < threshold:
+                return False
+            if self._live(db, gate_key, now) is not None:
+                return False
+            db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, NULL)", (gate_key, gate_value))
+            return True
+
+        return self._run(note)
 
     def close(self) -> None:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)

@@ -59,6 +59,9 @@ class Store(Protocol):
 
     def put(self, key: str, value: str, ttl: float | None = None) -> None: ...
 
+    def delete(self, *keys: str) -> None:
+        """Delete each key, whatever it holds (a value, a hash, a set)."""
+
     def hash_put(self, key: str, fields: dict[str, str], ttl: float) -> None:
         """Set fields of a hash and (re)set the whole hash's lifetime."""
 
@@ -95,23 +98,43 @@ class Store(Protocol):
         versions: dict[str, str],
         hash_key: str,
         lock: Lock,
+        clear: str | None = None,
     ) -> bool:
         """Set each ``done`` key and merge ``versions`` into ``versions_key`` (all with lifetime
-        ``ttl``); then release ``lock`` if ``hash_key`` is empty.
+        ``ttl``), delete ``clear`` if given; then release ``lock`` if ``hash_key`` is empty.
 
         True when the lock holder is finished: nothing is left in ``hash_key`` and the lock is
         released, or the lock is no longer its own. False means more arrived meanwhile.
         """
 
     def take_slot(
-        self, pause_key: str, slot_key: str, interval: float | None, longest_wait: float
+        self,
+        pause_key: str,
+        slot_key: str,
+        interval: float | None,
+        longest_wait: float,
+        gate_key: str | None = None,
     ) -> tuple[str, float]:
         """The fleet's rate limit before one call, in one round trip.
 
+        ``("gated", 0)`` while ``gate_key`` (if given) holds a value: the fleet is paused;
         ``("paused", until)`` while ``pause_key`` holds a UNIX time still to come; otherwise,
         with no ``interval``, ``("free", 0)``; otherwise ``("full", seconds)`` when the next
         slot (spaced ``interval`` seconds apart) is over ``longest_wait`` away, taking nothing;
         otherwise it reserves that slot: ``("reserved", seconds to wait for it)``.
         """
+
+    def note_failure(
+        self,
+        streak_key: str,
+        member: str,
+        threshold: int,
+        window: float,
+        gate_key: str,
+        gate_value: str,
+    ) -> bool:
+        """Add ``member`` to the set ``streak_key`` (whose lifetime becomes ``window``); when the
+        set holds ``threshold`` members or more and ``gate_key`` is unset, set ``gate_key`` to
+        ``gate_value``. True if this call set it."""
 
     def close(self) -> None: ...

@@ -3,10 +3,11 @@
 Celery has no documented way for a consumer step to run a message from another queue as a task.
 What it does for its own task queue is what we use: ``Consumer.create_task_handler`` (reserve a
 request and run it in the pool), ``Consumer.call_soon`` / ``call_soon_ack`` (run a call on the
-consumer's event loop from another thread), ``Consumer.initial_prefetch_count`` and
-``app.amqp.as_task_v2`` (a task message in Celery's protocol 2). None of these is documented
-extension API, so ``tests/unit/test_celery_hooks.py`` checks each of them against the installed
-Celery and fails loudly when an upgrade changes one.
+consumer's event loop from another thread), ``Consumer.initial_prefetch_count``,
+``Consumer.task_consumer`` (to stop and resume reading the task queue while the fleet is
+paused) and ``app.amqp.as_task_v2`` (a task message in Celery's protocol 2). None of these
+is documented extension API, so ``tests/unit/test_celery_hooks.py`` checks each of them against
+the installed Celery and fails loudly when an upgrade changes one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ CONSUMER_ATTRIBUTES = (
     "call_soon",
     "call_soon_ack",
     "initial_prefetch_count",
+    "task_consumer",
 )
 
 
@@ -44,6 +46,13 @@ class PoolHandOff:
     handle_task: Callable[[Message], Any] = lambda request: None
     # How many messages Celery lets the worker hold for its own task queue.
     prefetch: int = 0
+    # Celery's worker consumer, whose ``task_consumer`` reads the task queue.
+    celery_consumer: Any = None
+
+    @property
+    def task_consumer(self) -> Any:
+        """Celery's kombu Consumer of the task queue (a new one after each reconnect)."""
+        return getattr(self.celery_consumer, "task_consumer", None)
 
     @classmethod
     def of(cls, consumer: Any) -> PoolHandOff:
@@ -52,6 +61,7 @@ class PoolHandOff:
             call_soon_ack=consumer.call_soon_ack,
             handle_task=consumer.create_task_handler(),
             prefetch=int(consumer.initial_prefetch_count or 0),
+            celery_consumer=consumer,
         )
 
 

@@ -23,12 +23,13 @@ from celery import bootsteps
 from kombu import Consumer, Message
 
 from worker.apply import runtime
-from worker.apply.tasks import APPLY_ORDER_EVENT, reprs
+from worker.apply.tasks import APPLY_ORDER_EVENT, dead_letter, reprs
 from worker.broker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE
 from worker.coordination.store import StoreUnavailable
 from worker.deadletter.entries import EventContext, replay_history
 from worker.intake import envelope as intake
 from worker.intake.celery_hooks import PoolHandOff, task_message
+from worker.intake.gatekeeper import Gatekeeper
 from worker.observability import metrics
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,8 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self.announcers = ThreadPoolExecutor(ANNOUNCERS, thread_name_prefix="event-announcer")
         self.app: Any = None
         self.pool = PoolHandOff()
+        self.reading = True
+        self.gatekeeper = Gatekeeper(self.set_reading, lambda entry: dead_letter(self.app, entry))
 
     @property
     def prefetch(self) -> int:
@@ -58,8 +61,12 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self.app = c.app
         self.pool = PoolHandOff.of(c)
         super().start(c)
+        # After a reconnect every consumer reads again; the gatekeeper stops them if need be.
+        self.reading = True
+        self.gatekeeper.start()
 
     def shutdown(self, c: Any) -> None:
+        self.gatekeeper.stop()
         super().shutdown(c)
         # Events not yet handed to the pool go back to the queue unacked.
         self.announcers.shutdown(wait=False, cancel_futures=True)
@@ -75,6 +82,25 @@ class EventConsumerStep(bootsteps.ConsumerStep):
                 prefetch_count=self.prefetch,
             )
         ]
+
+    def set_reading(self, reading: bool) -> None:
+        """Read the events and task queues, or stop (the fleet is paused); thread-safe."""
+        if reading != self.reading:
+            self.reading = reading
+            self.pool.call_soon(self._read_queues, reading)
+
+    def _read_queues(self, reading: bool) -> None:
+        # On the event loop: the connection is not shared across threads.
+        consumers = [*(self.consumers or []), self.pool.task_consumer]
+        for consumer in filter(None, consumers):
+            if reading:
+                consumer.consume()
+            else:
+                consumer.cancel()
+        if reading:
+            log.info("the fleet resumed: reading the queues again")
+        else:
+            log.warning("the fleet is paused: not reading the queues until it resumes")
 
     def submit(self, message: Message) -> None:
         self.announcers.submit(self.forward_or_give_back, message)

@@ -7,6 +7,7 @@ each of our queues, asked of the broker at scrape time.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
@@ -14,10 +15,17 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from worker.broker.connection import connect, queue_depths
+from worker.coordination.backends import open_store
+from worker.coordination.gate import GATE_KEY, KINDS, GateState
 from worker.deadletter.reasons import REASONS
-from worker.observability.metrics import DEAD_LETTERS, QUEUE_MESSAGES
+from worker.observability.metrics import (
+    DEAD_LETTERS,
+    FLEET_PAUSED,
+    FLEET_PAUSED_SECONDS,
+    QUEUE_MESSAGES,
+)
 from worker.observability.storage import MULTIPROC_ENV
-from worker.settings import BrokerSettings
+from worker.settings import BrokerSettings, FleetSettings
 
 
 class QueueDepthCollector(Collector):
@@ -39,7 +47,41 @@ class QueueDepthCollector(Collector):
         yield family
 
 
-def serve(port: int, broker: BrokerSettings, environ: Mapping[str, str] = os.environ) -> None:
+class FleetGateCollector(Collector):
+    """Whether the fleet is paused, and for how long, read from its store at each scrape."""
+
+    def __init__(self, fleet: FleetSettings) -> None:
+        self.fleet = fleet
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        paused = GaugeMetricFamily(
+            FLEET_PAUSED, "1 for what paused the fleet's calls to Sellercloud.", labels=["kind"]
+        )
+        seconds = GaugeMetricFamily(
+            FLEET_PAUSED_SECONDS, "Seconds the fleet has been paused (0 while calls flow)."
+        )
+        try:
+            store = open_store(self.fleet.redis_url, str(self.fleet.store_path))
+            try:
+                raw = store.get(GATE_KEY)
+            finally:
+                store.close()
+        except Exception:  # a scrape must not fail because the store is down: no sample then
+            return
+        state = GateState.loads(raw) if raw else None
+        for kind in KINDS:
+            paused.add_metric([kind], 1.0 if state and state.kind == kind else 0.0)
+        seconds.add_metric([], max(0.0, time.time() - state.since) if state else 0.0)
+        yield paused
+        yield seconds
+
+
+def serve(
+    port: int,
+    broker: BrokerSettings,
+    fleet: FleetSettings,
+    environ: Mapping[str, str] = os.environ,
+) -> None:
     """Serve every process's metrics, summed, on ``port`` (call once, in the main process)."""
     # A labelled series exists only once touched; alerts on increase() need it from the start.
     for reason in REASONS:
@@ -49,4 +91,5 @@ def serve(port: int, broker: BrokerSettings, environ: Mapping[str, str] = os.env
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(QueueDepthCollector(broker))
+    registry.register(FleetGateCollector(fleet))
     start_http_server(port, registry=registry)

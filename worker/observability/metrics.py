@@ -74,5 +74,8 @@ ALL: tuple[MetricWrapperBase, ...] = (
     RATE_LIMIT_PAUSES,
 )
 
-#: Read from the broker at each scrape rather than counted (see ``endpoint``).
+# Read at each scrape rather than counted (see ``endpoint``): from the broker, and from the
+# fleet's store (whether the fleet is paused, coordination.gate).
 QUEUE_MESSAGES = "order_sync_queue_messages"
+FLEET_PAUSED = "order_sync_fleet_paused"  # {kind}: 1 for what paused the fleet, else 0
+FLEET_PAUSED_SECONDS = "order_sync_fleet_paused_seconds"  # 0 while calls flow

@@ -5,6 +5,7 @@ from worker.sellercloud.client import SellercloudClient
 from worker.sellercloud.errors import (
     ApiUnavailable,
     AuthenticationFailed,
+    CredentialsRefused,
     OrderNotFound,
     RateLimited,
     RequestRejected,
@@ -16,6 +17,7 @@ __all__ = [
     "ApiUnavailable",
     "AuthenticationFailed",
     "BearerTokenAuth",
+    "CredentialsRefused",
     "OrderNotFound",
     "RateLimited",
     "RequestRejected",

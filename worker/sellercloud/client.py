@@ -21,6 +21,7 @@ from worker.sellercloud.auth import BearerTokenAuth, TokenCache
 from worker.sellercloud.errors import (
     ApiUnavailable,
     AuthenticationFailed,
+    CredentialsRefused,
     OrderNotFound,
     RateLimited,
     RequestRejected,
@@ -94,10 +95,12 @@ class SellercloudClient:
         before_call: Callable[[], None] | None = None,
         observe: Callable[[str, int | None, float], None] | None = None,
         shared_tokens: Callable[[Callable[[], tuple[str, float]]], TokenFetch] | None = None,
+        credentials: Callable[[], tuple[str, str]] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (min(timeout, 10.0), timeout)  # (connect, read)
-        self._credentials = {"Username": username, "Password": password}
+        # Read again before each token request, so a rotated password is used without a restart.
+        self.credentials = credentials or (lambda: (username, password))
         self.session = requests.Session()
         # The environment is read once, here, not on every call: requests would otherwise scan
         # it for proxy and CA settings per request (about 0.4 ms of CPU each). Proxies and a
@@ -140,13 +143,17 @@ class SellercloudClient:
             return
         self._raise_for(response, what=f"Update Order {order_id}")
 
+    def login(self) -> None:
+        """Ask for a token with the current credentials, past every cache; raises as a call."""
+        self._fetch_token()
+
     def _fetch_token(self) -> tuple[str, float]:
-        response = self._send(
-            TOKEN_ENDPOINT, "POST", f"{self.base_url}/token", json=self._credentials
-        )
+        username, password = self.credentials()
+        login = {"Username": username, "Password": password}
+        response = self._send(TOKEN_ENDPOINT, "POST", f"{self.base_url}/token", json=login)
         if response.status_code != 200:
             if response.status_code < 500 and not _is_rate_limited(response):
-                raise AuthenticationFailed(
+                raise CredentialsRefused(
                     f"token endpoint refused the credentials: HTTP {response.status_code}",
                     status_code=response.status_code,
                     response_body=_kept(response),

@@ -4,8 +4,9 @@
     ├── TransientError          worth retrying later, with backoff
     │   ├── ApiUnavailable      5xx, connection refused or reset, timeout
     │   ├── RateLimited         429 / "Too many requests."; carries the reset time if given
-    │   └── AuthenticationFailed  the token endpoint refused the credentials, or a fresh token
-    │                           was refused; fixing the credentials makes the event succeed
+    │   └── AuthenticationFailed  a freshly fetched token was refused
+    │       └── CredentialsRefused  the token endpoint refused the username and password;
+    │                           fixing them makes the event succeed
     └── RequestRejected         any other 4xx: this request will never succeed as sent
         └── OrderNotFound       404: the order id does not exist (yet)
 
@@ -59,6 +60,10 @@ class RateLimited(TransientError):
 
 class AuthenticationFailed(TransientError):
     reason = "auth_failed"
+
+
+class CredentialsRefused(AuthenticationFailed):
+    """No event can succeed until the credentials are fixed: the whole fleet pauses."""
 
 
 class RequestRejected(SellercloudError):

@@ -127,6 +127,16 @@ def _post_config(state: SimulatorState, body: Any) -> Reply:
     return _get_config(state, None)
 
 
+def _post_outage(state: SimulatorState, body: Any) -> Reply:
+    """``{"endpoint": "order"|"token"|"all", "outcome": 503, "seconds": 30}``."""
+    data = _object(body)
+    seconds = data.get("seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise ValueError('"seconds" must be a number >= 0')
+    state.outage(str(data.get("endpoint", "all")), data.get("outcome", 503), float(seconds))
+    return json_reply(HTTPStatus.OK, {"ok": True})
+
+
 def _reset(state: SimulatorState, _body: Any) -> Reply:
     state.reset()
     return json_reply(HTTPStatus.OK, {"ok": True})
@@ -144,6 +154,7 @@ _ROUTES: dict[tuple[str, str], _Route] = {
     ("POST", "missing"): _post_missing,
     ("GET", "config"): _get_config,
     ("POST", "config"): _post_config,
+    ("POST", "outage"): _post_outage,
     ("POST", "reset"): _reset,
 }
 

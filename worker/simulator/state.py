@@ -73,6 +73,8 @@ class SimulatorState:
         self._requests: list[RecordedRequest] = []
         self._order_script: dict[int, deque[Outcome]] = {}
         self._token_script: deque[Outcome] = deque()
+        # A standing outcome for every call to an endpoint until a time: an outage.
+        self._outages: dict[str, tuple[Outcome, float]] = {}
         self._missing: set[int] = set()
         self._token_requests = 0
         self._put_requests = 0
@@ -178,8 +180,37 @@ class SimulatorState:
         with self._lock:
             self._token_script.extend(parsed)
 
+    def outage(self, endpoint: str, outcome: Outcome | int | str, seconds: float) -> None:
+        """Answer every call to ``endpoint`` (``order``, ``token`` or ``all``) with ``outcome``
+        for the next ``seconds`` (0 ends the outage at once)."""
+        if endpoint not in ("order", "token", "all"):
+            raise ValueError(f"an outage is of 'order', 'token' or 'all', not {endpoint!r}")
+        parsed = Outcome.parse(outcome)
+        until = time.monotonic() + seconds
+        with self._lock:
+            for name in ("order", "token") if endpoint == "all" else (endpoint,):
+                self._outages[name] = (parsed, until)
+
+    def _outage(self, endpoint: str) -> Outcome | None:
+        standing = self._outages.get(endpoint)
+        if standing is None:
+            return None
+        outcome, until = standing
+        if time.monotonic() >= until:
+            del self._outages[endpoint]
+            return None
+        return outcome
+
+    def set_password(self, password: str) -> None:
+        """Change the password the token endpoint accepts (a rotated integration password)."""
+        with self._lock:
+            self._password = password
+
     def next_order_outcome(self, order_id: int) -> Outcome | None:
         with self._lock:
+            outage = self._outage("order")
+            if outage is not None:
+                return outage
             queue = self._order_script.get(order_id)
             if not queue:
                 return None
@@ -190,6 +221,9 @@ class SimulatorState:
 
     def next_token_outcome(self) -> Outcome | None:
         with self._lock:
+            outage = self._outage("token")
+            if outage is not None:
+                return outage
             return self._token_script.popleft() if self._token_script else None
 
     def pending_script(self) -> dict[str, Any]:
@@ -309,6 +343,7 @@ class SimulatorState:
             self._requests.clear()
             self._order_script.clear()
             self._token_script.clear()
+            self._outages.clear()
             self._missing.clear()
             self._token_requests = 0
             self._put_requests = 0

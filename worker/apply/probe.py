@@ -1,0 +1,49 @@
+"""Probing a closed gate: the fleet's one call to see whether Sellercloud is back.
+
+An outage is probed with real work: the waiting events of an order that failed, sent as one
+PUT, so the first success also applies them. With no such order waiting, or for refused
+credentials, the probe is a token request. Either way the call goes through the closed gate
+(``limiter.probing``) and through the retry policy like any other, so a probe that fails never
+spends an event's retry.
+"""
+
+from __future__ import annotations
+
+from worker.apply.retry import RetryLater
+from worker.apply.runtime import Runtime
+from worker.apply.sync import DeadLetter, flush
+from worker.coordination.gate import CREDENTIALS, FleetPaused, GateState
+from worker.coordination.store import StoreUnavailable
+from worker.sellercloud.errors import CredentialsRefused, SellercloudError
+
+ProbeFailures = (FleetPaused, RetryLater, SellercloudError, StoreUnavailable)
+
+
+def probe(rt: Runtime, state: GateState, owner: str, dead_letter: DeadLetter) -> None:
+    """One call for the fleet; returns if Sellercloud answered, raises what kept it from it."""
+    with rt.limiter.probing():
+        waiting = state.order_id if state.kind != CREDENTIALS else None
+        if waiting is not None and _send_waiting(rt, waiting, owner, dead_letter):
+            return
+        try:
+            rt.client.login()
+        except CredentialsRefused as refused:
+            rt.gate.refuse_credentials(refused)
+            raise
+
+
+def _send_waiting(rt: Runtime, order_id: int, owner: str, dead_letter: DeadLetter) -> bool:
+    """Send what waits for ``order_id`` as one PUT; False if nothing waits or it is busy."""
+    coordinator = rt.coordinator
+    first = coordinator.claim(order_id, owner)
+    if first is None:
+        return False
+    if not first[0]:
+        coordinator.unlock(order_id, owner)
+        return False
+    try:
+        flush(rt, order_id, owner, first, 0, dead_letter, {})
+    except BaseException:
+        coordinator.unlock(order_id, owner)
+        raise
+    return True
