@@ -9,11 +9,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
 
 from schemas.event import load_event
+from worker.coordination import sqlite_store
 from worker.coordination.orders import OrderCoordinator
 from worker.coordination.rate import Rate, parse_rate
 from worker.coordination.ratelimit import FleetRateLimiter
@@ -46,12 +48,28 @@ def test_claim_is_exclusive_until_released_or_expired(store: Store) -> None:
     assert store.claim("lock", "c", ttl=5)  # the holder's claim ran out
 
 
+def _wait_until(moment: float) -> None:
+    """Sleep until ``time.monotonic()`` reaches ``moment`` (never less, however noisy)."""
+    while (left := moment - time.monotonic()) > 0:
+        threading.Event().wait(left)
+
+
 def test_only_the_owner_renews_a_lock_by_taking(store: Store) -> None:
-    mine, theirs = Lock("lock", "a", ttl=5), Lock("lock", "b", ttl=5)
-    assert store.claim("lock", "a", ttl=0.2)
-    assert store.take_all_if_locked(mine, "h", "done:", "v") is not None  # renewed for 5 s
+    mine, theirs = Lock("lock", "a", ttl=60), Lock("lock", "b", ttl=60)
+    for _ in range(20):
+        began = time.monotonic()
+        assert store.claim("lock", "a", ttl=0.2)
+        claimed = time.monotonic()
+        renewed = store.take_all_if_locked(mine, "h", "done:", "v")  # renewed for 60 s
+        if time.monotonic() - began < 0.2:
+            break  # renewed within the claim's lifetime, as this test means to
+        # The machine stalled past the first lifetime before renewing: set the stage again.
+        store.release("lock", "a")
+    else:
+        pytest.fail("never managed to renew a lock within 0.2 s of claiming it")
+    assert renewed is not None
     assert store.take_all_if_locked(theirs, "h", "done:", "v") is None
-    threading.Event().wait(0.3)
+    _wait_until(claimed + 0.25)  # the claim's own lifetime is certainly over
     assert not store.claim("lock", "b", ttl=5)  # renewed past its first lifetime
     assert store.release("lock", "a")
     assert store.take_all_if_locked(mine, "h", "done:", "v") is None  # gone: nothing to renew
@@ -107,35 +125,46 @@ def test_adding_claims_and_takes_in_one_step(store: Store) -> None:
 
 
 def test_concurrent_reservations_each_get_their_own_slot(store: Store) -> None:
-    started = time.time()
+    # Slots 1000 s apart: however slowly the threads run, all twenty reservations happen within
+    # the first slot's interval, so the slots are exactly first, first + 1000, ... (a slot only
+    # moves to "now" once "now" has passed it).
+    interval = 1000.0
     waits: list[float] = []
     threads = [
-        threading.Thread(target=lambda: waits.append(store.take_slot("pause", "slot", 1.0, 60)[1]))
+        threading.Thread(
+            target=lambda: waits.append(store.take_slot("pause", "slot", interval, 1e6)[1])
+        )
         for _ in range(20)
     ]
+    started = time.time()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    # Twenty slots one second apart: the next free one is twenty seconds on. A lost update
-    # (two callers handed the same slot) would leave it nearer.
-    next_free = float(store.get("slot") or 0) - started
-    assert 19.9 < next_free < 20.5
-    assert sorted(round(w) for w in waits) == list(range(20))
+    ended = time.time()
+    # The first slot was taken between started and ended; the next free one is twenty intervals
+    # after it. A lost update (two callers handed the same slot) would leave it one short.
+    first = float(store.get("slot") or 0) - 20 * interval
+    assert started - 0.01 <= first <= ended + 0.01
+    assert sorted(round(w / interval) for w in waits) == list(range(20))
 
 
 def test_taking_a_slot_honours_a_pause_and_never_reserves_one_too_far(store: Store) -> None:
     assert store.take_slot("pause", "slot", None, 5) == ("free", 0.0)
-    store.put("pause", str(time.time() + 30), ttl=31)
-    state, until = store.take_slot("pause", "slot", 1.0, 5)
-    assert state == "paused" and until > time.time() + 29
+    pause_until = time.time() + 30
+    store.put("pause", str(pause_until), ttl=31)
+    assert store.take_slot("pause", "slot", 1.0, 5) == ("paused", pause_until)
     store.put("pause", str(time.time() - 1), ttl=5)  # over, by the caller's clock
-    assert store.take_slot("pause", "slot", 2.0, 5)[0] == "reserved"
-    assert store.take_slot("pause", "slot", 2.0, 5)[0] == "reserved"  # 2 s away
-    assert store.take_slot("pause", "slot", 2.0, 5)[0] == "reserved"  # 4 s away
-    state, seconds = store.take_slot("pause", "slot", 2.0, 5)
-    assert state == "full" and 5 < seconds <= 6  # 6 s away: not taken
-    assert store.take_slot("pause", "slot", 2.0, 5)[0] == "full"  # still 6 s: nothing was taken
+    # Slots 200 s apart, none further than 500 s away: a stall of up to 100 s changes nothing.
+    began = time.time()
+    assert store.take_slot("pause", "slot", 200.0, 500)[0] == "reserved"
+    assert store.take_slot("pause", "slot", 200.0, 500)[0] == "reserved"  # 200 s away
+    assert store.take_slot("pause", "slot", 200.0, 500)[0] == "reserved"  # 400 s away
+    state, seconds = store.take_slot("pause", "slot", 200.0, 500)
+    assert state == "full"  # 600 s away: not taken
+    assert 600 - (time.time() - began) - 0.01 <= seconds <= 600
+    state, again = store.take_slot("pause", "slot", 200.0, 500)
+    assert state == "full" and again <= seconds  # still 600 s on: nothing was taken
 
 
 def test_redis_outage_is_store_unavailable() -> None:
@@ -190,23 +219,32 @@ def test_sellercloud_budget_is_spaced_with_headroom() -> None:
     assert rate.interval == pytest.approx(1 / 2.7)
 
 
-def test_limiter_sleeps_for_its_slot_and_refuses_far_slots(tmp_path: Path) -> None:
+def test_limiter_sleeps_for_its_slot_and_refuses_far_slots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store's clock stands still: four callers at the same moment.
+    monkeypatch.setattr(sqlite_store, "time", SimpleNamespace(time=lambda: 1_000_000.0))
     store = SqliteStore(str(tmp_path / "s.sqlite3"))
     slept: list[float] = []
-    limiter = FleetRateLimiter(store, Rate(1, 2), sleep=slept.append)  # one call per ~2.2 s
+    limiter = FleetRateLimiter(store, Rate(1, 2), sleep=slept.append)  # one call per 2.2 s
+    limiter.wait()  # the first slot is now: no sleep
+    assert slept == []
     limiter.wait()
-    limiter.wait()
-    assert slept and slept[-1] > 2.0
+    assert slept == [pytest.approx(20 / 9)]
     limiter.wait()  # the slot after that is 4.4 s away: still slept
+    assert slept == [pytest.approx(20 / 9), pytest.approx(40 / 9)]
     with pytest.raises(RateLimited):
         limiter.wait()  # 6.7 s away: the event should rather come back later
+    assert len(slept) == 2
 
 
 def test_a_pause_after_429_stops_every_caller(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "s.sqlite3"))
     limiter = FleetRateLimiter(store, None)
-    until = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
-    assert limiter.pause_fleet(until, 1.0) == pytest.approx(30, abs=1)
+    began = dt.datetime.now(dt.UTC)
+    until = began + dt.timedelta(seconds=30)
+    seconds = limiter.pause_fleet(until, 1.0)
+    assert 30 - (dt.datetime.now(dt.UTC) - began).total_seconds() <= seconds <= 30
     other = FleetRateLimiter(store, None)
     with pytest.raises(RateLimited) as caught:
         other.wait()
@@ -287,11 +325,14 @@ def test_taking_needs_the_lock_and_settling_keeps_it_while_more_is_pending(store
 
 def test_settling_after_the_lock_ran_out_ends_the_round(store: Store) -> None:
     coordinator = OrderCoordinator(store, 3600, lock_ttl=0.05)
+    # The next holder's lock lasts: a stall between its steps must not end it too.
+    lasting = OrderCoordinator(store, 3600, lock_ttl=60)
+    began = time.monotonic()
     _, taken = coordinator.begin(_event("a", 1, customer_id=1), {}, "me")  # type: ignore[arg-type]
     assert taken is not None
-    threading.Event().wait(0.1)
-    _, theirs = coordinator.begin(_event("b", 2, customer_id=2), {}, "you")  # type: ignore[arg-type]
+    _wait_until(began + 0.1)
+    _, theirs = lasting.begin(_event("b", 2, customer_id=2), {}, "you")  # type: ignore[arg-type]
     assert theirs is not None and [e.event_id for e in theirs[0]] == ["b"]
     assert coordinator.settle(1, "me", taken[0], "applied", {})  # "b" is the new holder's
     assert store.get("order-sync:done:a") == "applied"
-    assert coordinator.take(1, "you") is not None
+    assert lasting.take(1, "you") is not None
