@@ -212,3 +212,31 @@ def test_two_plain_worker_starts_on_one_host_both_serve(pipeline: Pipeline) -> N
     pipeline.publish(*[make_event(order_id, customer_id=6) for order_id in orders])
     pipeline.wait_applied(*orders)
     assert _queue(pipeline, EVENTS_QUEUE)[1] == 2
+
+
+def _probe(port: int, path: str) -> int:
+    import requests
+
+    try:
+        return requests.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code
+    except requests.ConnectionError:
+        return 0
+
+
+def test_the_worker_answers_its_own_probes(fleet: Pipeline) -> None:
+    """Kubernetes asks the worker over HTTP: alive while paused, not ready."""
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    fleet.env_overrides["ORDER_SYNC_METRICS_PORT"] = str(port)
+    fleet.start_worker()
+    wait_for(lambda: _probe(port, "/readyz") == 200, 10, "the worker to be ready")
+    assert _probe(port, "/livez") == 200
+
+    assert _cli(fleet, "pause", "--reason", "probe test").returncode == 0
+    wait_for(lambda: _probe(port, "/readyz") == 503, 10, "the worker to be unready while paused")
+    assert _probe(port, "/livez") == 200
+    assert _cli(fleet, "resume").returncode == 0
+    wait_for(lambda: _probe(port, "/readyz") == 200, 10, "the worker to be ready again")

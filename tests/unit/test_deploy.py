@@ -294,17 +294,10 @@ def test_k8s_worker_container() -> None:
     (container,) = pod["containers"]
     assert container["args"] == ["worker", "--concurrency", "16"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["livenessProbe"]["exec"]["command"] == [
-        "order-sync",
-        "health",
-        "--liveness",
-        "--this-host",
-    ]
-    assert container["readinessProbe"]["exec"]["command"] == [
-        "order-sync",
-        "health",
-        "--readiness",
-    ]
+    # Probes are HTTP requests the worker answers itself, on the port its metrics use.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert [p["name"] for p in container["ports"]] == ["metrics"]
     assert {"requests", "limits"} <= set(container["resources"])
 
 

@@ -3,9 +3,9 @@ arrive and however the fleet's workers interleave, the order ends with each fiel
 and no PUT ever writes a value older than one already written.
 
 "Newest" is the greatest ``occurred_at`` instant (the same instant may be written in any time
-zone). Within one holder's round the code breaks ties by ``event_id`` (``_round`` sorts by
-``(when, event_id)`` and ``merge`` lets the later one win); across rounds it keeps only the
-instant, so a tie may go either way: see the xfail test at the end.
+zone), ties broken by the greater ``event_id``: within one holder's round (``_round`` sorts by
+``(when, event_id)`` and ``merge`` lets the later one win) and across rounds (a field's version
+is ``"<occurred_at> <event_id>"``).
 """
 
 from __future__ import annotations
@@ -92,17 +92,23 @@ def assert_newest_per_field(api: dict[str, Any], events: list[OrderChange]) -> N
         assert api[name] in values, f"{name}: {api[name]} is not the newest value {values}"
 
 
+def parse_version(version: str) -> tuple[dt.datetime, str]:
+    """A field's version as the store keeps it: ``"<occurred_at> <event_id>"``."""
+    occurred_at, _, event_id = version.partition(" ")
+    return dt.datetime.fromisoformat(occurred_at), event_id
+
+
 class Api:
     """The order as Sellercloud holds it, and a check on every PUT: never an older version."""
 
     def __init__(self) -> None:
         self.order: dict[str, Any] = {}
-        self.written: dict[str, dt.datetime] = {}
+        self.written: dict[str, tuple[dt.datetime, str]] = {}
 
     def put(self, changes: dict[str, Any], versions: dict[str, str]) -> None:
         assert changes.keys() == versions.keys()
         for name, version in versions.items():
-            when = dt.datetime.fromisoformat(version)
+            when = parse_version(version)
             previous = self.written.get(name)
             assert previous is None or when >= previous, (
                 f"{name}: a value of {when} written over one of {previous}"
@@ -129,14 +135,16 @@ def test_one_round_merges_to_the_newest_value_per_field_and_skips_exactly_the_st
     merge = OrderCoordinator.merge(oldest_first(arrived), applied)
 
     for name in FIELDS:
-        floor = dt.datetime.fromisoformat(applied[name]) if name in applied else None
+        floor = parse_version(applied[name]) if name in applied else None
         fresh = [
-            e for e in events if name in e.changes and (floor is None or e.occurred_at >= floor)
+            e
+            for e in events
+            if name in e.changes and (floor is None or (e.occurred_at, e.event_id) >= floor)
         ]
         if fresh:
             winner = max(fresh, key=lambda e: (e.occurred_at, e.event_id))
             assert merge.changes[name] == winner.changes[name]
-            assert dt.datetime.fromisoformat(merge.versions[name]) == winner.occurred_at
+            assert parse_version(merge.versions[name]) == (winner.occurred_at, winner.event_id)
         else:
             assert name not in merge.changes and name not in merge.versions
     stale = {
@@ -299,11 +307,6 @@ def test_any_interleaving_of_workers_ends_with_the_newest_value_per_field(
         assert store.get(LOCK) is None  # the last holder let go of the order
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: across rounds a tie in occurred_at goes to whichever event came later, while "
-    "within a round the greater event_id wins (versions keep only occurred_at)",
-)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_tie_in_occurred_at_ends_alike_whatever_the_arrival_order(backend: str) -> None:
     at = "2026-11-26T10:00:00Z"

@@ -110,7 +110,8 @@ class RetryPolicy:
 
     def backoff(self, failures: int) -> float:
         """Exponential backoff with full jitter."""
-        ceiling = min(self.backoff_max, self.backoff_base * 2**failures)
+        # Past 64 doublings any base is over any cap (and 2**1024 overflows a float).
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** min(failures, 64))
         return self.uniform(0, ceiling)
 
     def order_busy(self) -> RetryLater:

@@ -53,7 +53,7 @@ class PendingEvent:
 
 
 # One round of the lock holder: the order's pending events not yet finished, oldest first, and
-# the versions (field -> occurred_at) of the fields already applied.
+# the versions (field -> "<occurred_at> <event_id>") of the fields already applied.
 Round = tuple[list[PendingEvent], dict[str, str]]
 
 
@@ -63,7 +63,7 @@ class Merge:
 
     events: list[PendingEvent]
     changes: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)  # field -> occurred_at sent
+    versions: dict[str, str] = field(default_factory=dict)  # field -> version sent
     stale: list[tuple[str, str]] = field(default_factory=list)  # (event_id, field) skipped
 
     @property
@@ -190,17 +190,25 @@ class OrderCoordinator:
     @staticmethod
     def merge(events: list[PendingEvent], applied: dict[str, str]) -> Merge:
         """One PUT's worth of changes from ``events`` (oldest first); a field whose applied
-        version (``applied``: field -> occurred_at) is newer than an event is stale for it."""
+        version (``applied``: field -> version) is newer than an event is stale for it."""
         merge = Merge(events)
         for event in events:  # oldest first: a newer event overwrites a field
             for name, value in event.changes.items():
                 newer_applied = applied.get(name)
-                if newer_applied and dt.datetime.fromisoformat(newer_applied) > event.when:
+                if newer_applied and _order_of(newer_applied) > (event.when, event.event_id):
                     merge.stale.append((event.event_id, name))
                     continue
                 merge.changes[name] = value
-                merge.versions[name] = event.occurred_at
+                merge.versions[name] = f"{event.occurred_at} {event.event_id}"
         return merge
+
+
+def _order_of(version: str) -> tuple[dt.datetime, str]:
+    """A field's version, ``"<occurred_at> <event_id>"``: newer means a later instant, or the
+    same instant and a greater event id, as within one round. (Versions written before the
+    event id was kept have none: the instant alone.)"""
+    occurred_at, _, event_id = version.partition(" ")
+    return dt.datetime.fromisoformat(occurred_at), event_id
 
 
 def _round(taken: Taken) -> Round:

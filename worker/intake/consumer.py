@@ -25,12 +25,13 @@ from kombu import Consumer, Message
 from worker.apply import runtime
 from worker.apply.tasks import APPLY_ORDER_EVENT, dead_letter, reprs
 from worker.broker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE
+from worker.coordination.gate import GateState
 from worker.coordination.store import StoreUnavailable
 from worker.deadletter.entries import EventContext, replay_history
 from worker.intake import envelope as intake
 from worker.intake.celery_hooks import PoolHandOff, task_message
 from worker.intake.gatekeeper import Gatekeeper
-from worker.observability import metrics
+from worker.observability import health, metrics
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +52,11 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self.app: Any = None
         self.pool = PoolHandOff()
         self.reading = True
-        self.gatekeeper = Gatekeeper(self.set_reading, lambda entry: dead_letter(self.app, entry))
+        self.gatekeeper = Gatekeeper(
+            self.set_reading,
+            lambda entry: dead_letter(self.app, entry),
+            heartbeat=lambda: self.pool.call_soon(health.WORKER.beat),
+        )
 
     @property
     def prefetch(self) -> int:
@@ -63,9 +68,16 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         super().start(c)
         # After a reconnect every consumer reads again; the gatekeeper stops them if need be.
         self.reading = True
+        health.WORKER.connection(True)
         self.gatekeeper.start()
 
+    def stop(self, c: Any) -> None:
+        # The connection is lost or the worker stops; Celery reconnects and starts us again.
+        health.WORKER.connection(False)
+        super().stop(c)
+
     def shutdown(self, c: Any) -> None:
+        health.WORKER.connection(False)
         self.gatekeeper.stop()
         super().shutdown(c)
         # Events not yet handed to the pool go back to the queue unacked.
@@ -83,8 +95,11 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             )
         ]
 
-    def set_reading(self, reading: bool) -> None:
-        """Read the events and task queues, or stop (the fleet is paused); thread-safe."""
+    def set_reading(self, gate: GateState | None) -> None:
+        """Read the events and task queues while the fleet's gate is open, else stop;
+        thread-safe."""
+        health.WORKER.paused = gate.kind if gate else None
+        reading = gate is None
         if reading != self.reading:
             self.reading = reading
             self.pool.call_soon(self._read_queues, reading)

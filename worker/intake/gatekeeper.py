@@ -39,11 +39,14 @@ def _fingerprint(credentials: tuple[str, str]) -> str:
 class Gatekeeper:
     def __init__(
         self,
-        set_reading: Callable[[bool], None],
+        set_reading: Callable[[GateState | None], None],
         dead_letter: DeadLetter,
+        heartbeat: Callable[[], None] = lambda: None,
         tick: float = TICK_SECONDS,
     ) -> None:
-        self.set_reading = set_reading  # True: read the queues; False: stop reading them
+        # Given the gate as it is: read the queues while it is open (None), else stop.
+        self.set_reading = set_reading
+        self.heartbeat = heartbeat  # every tick, whatever the store says
         self.dead_letter = dead_letter
         self.tick_seconds = tick
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -62,6 +65,7 @@ class Gatekeeper:
 
     def _run(self) -> None:
         while not self._stopped.wait(self.tick_seconds):
+            self.heartbeat()
             try:
                 self.tick()
             except StoreUnavailable:
@@ -72,7 +76,7 @@ class Gatekeeper:
     def tick(self) -> None:
         rt = runtime.current()
         state = rt.gate.state()
-        self.set_reading(state is None)
+        self.set_reading(state)
         if state is None:
             self.refused = None
         elif self._probe_due(state):

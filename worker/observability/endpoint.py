@@ -1,16 +1,22 @@
-"""The worker's ``/metrics`` endpoint on ``ORDER_SYNC_METRICS_PORT``.
+"""The worker's HTTP endpoint on ``ORDER_SYNC_METRICS_PORT``: ``/metrics``, ``/livez``,
+``/readyz``.
 
-Serves the counts of every process of the worker, summed (see ``storage``), and the depth of
-each of our queues, asked of the broker at scrape time.
+Serves the counts of every process of the worker, summed (see ``storage``), the depth of each of
+our queues, asked of the broker at scrape time, whether the fleet is paused, read from its
+store, and the worker's own liveness and readiness (``health``).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -18,6 +24,7 @@ from worker.broker.connection import connect, queue_depths
 from worker.coordination.backends import open_store
 from worker.coordination.gate import GATE_KEY, KINDS, GateState
 from worker.deadletter.reasons import REASONS
+from worker.observability import health
 from worker.observability.metrics import (
     DEAD_LETTERS,
     FLEET_PAUSED,
@@ -26,6 +33,9 @@ from worker.observability.metrics import (
 )
 from worker.observability.storage import MULTIPROC_ENV
 from worker.settings import BrokerSettings, FleetSettings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 
 class QueueDepthCollector(Collector):
@@ -92,4 +102,32 @@ def serve(
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(QueueDepthCollector(broker))
     registry.register(FleetGateCollector(fleet))
-    start_http_server(port, registry=registry)
+    server = make_server("", port, app(registry, health.WORKER), _Server, _QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-endpoint", daemon=True).start()
+
+
+def app(registry: CollectorRegistry, worker: health.WorkerHealth) -> WSGIApplication:
+    metrics_app: WSGIApplication = make_wsgi_app(registry)
+    checks = {"/livez": worker.live, "/readyz": worker.ready}
+
+    def route(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        check = checks.get(environ.get("PATH_INFO", ""))
+        if check is None:
+            return metrics_app(environ, start_response)
+        ok, why = check()
+        start_response(
+            "200 OK" if ok else "503 Service Unavailable",
+            [("Content-Type", "text/plain; charset=utf-8")],
+        )
+        return [f"{'ok' if ok else 'not ok'}: {why}\n".encode()]
+
+    return route
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds are not news."""
