@@ -21,12 +21,18 @@ from marshmallow import (
     ValidationError,
     fields,
     post_load,
-    validate,
 )
 
 from schemas import enums
 from schemas.aliased import Aliased, AliasedSchema, declare
-from schemas.fields import EnumName, StrictBoolean, StrictInteger, Text, TwoLetterCode
+from schemas.fields import (
+    DateTime,
+    EnumName,
+    StrictBoolean,
+    StrictInteger,
+    Text,
+    TwoLetterCode,
+)
 from schemas.plans import AliasedPlan, Unplanned
 
 STATE_REQUIRED_FOR = ("US", "CA")
@@ -149,21 +155,20 @@ class OrderChangeEventSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    event_id = fields.String(
+    event_id = NonBlankText(
         required=True,
-        validate=[
-            validate.Length(min=1, max=200),
-            validate.Regexp(r"\S", error="Must not be blank."),
-        ],
+        max_length=200,
         metadata={"description": "Unique per event; the key for de-duplication."},
     )
     order_id = StrictInteger(
         required=True, minimum=1, metadata={"description": "Sellercloud order id (int32)."}
     )
-    occurred_at = fields.AwareDateTime(
+    occurred_at = DateTime(
         required=True,
-        format="iso",
-        metadata={"description": "When the change happened upstream: ISO 8601 with a time zone."},
+        metadata={
+            "description": "When the change happened upstream: an RFC 3339 date-time with its "
+            "offset, such as 2026-11-26T10:00:00Z or 2026-11-26T12:00:00+02:00."
+        },
     )
     changes = fields.Nested(ChangesSchema, required=True)
 

@@ -2,11 +2,14 @@
 
 marshmallow-jsonschema renders the fields; the rules that live in schema-level validators (one
 spelling per field, required address fields under either spelling, State for US and CA, at least
-one change) are added here from the same field declarations, so nothing is maintained by hand.
+one non-null change) are added here from the same field declarations, so nothing is maintained
+by hand. tests/unit/test_jsonschema_agreement.py holds the result to the workers' verdicts over
+generated events, with ajv (as a Node.js publisher validates) and with Python's jsonschema.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from marshmallow import Schema
@@ -14,6 +17,7 @@ from marshmallow_jsonschema import JSONSchema
 
 from schemas.aliased import PASCAL, REQUIRED, SNAKE
 from schemas.event import STATE_REQUIRED_FOR, AddressSchema, ChangesSchema, OrderChangeEventSchema
+from schemas.fields import CONTROL_CHARACTERS_DEFINITION, control_characters_definition
 
 SCHEMA_ID = "https://sellercloud-order-sync.invalid/schemas/order-change-event.json"
 
@@ -38,8 +42,15 @@ def _aliased_rules(schema: Schema) -> dict[str, Any]:
     return extra
 
 
+def _any_case(code: str) -> list[str]:
+    """Every spelling of a code in upper and lower case: the workers upper-case it on load."""
+    return [
+        "".join(letters) for letters in itertools.product(*((c.upper(), c.lower()) for c in code))
+    ]
+
+
 def _state_rule() -> dict[str, Any]:
-    needs_state = {"enum": [*STATE_REQUIRED_FOR, *(c.lower() for c in STATE_REQUIRED_FOR)]}
+    needs_state = {"enum": [name for code in STATE_REQUIRED_FOR for name in _any_case(code)]}
     return {
         "if": {
             "anyOf": [
@@ -56,11 +67,23 @@ def _state_rule() -> dict[str, Any]:
     }
 
 
+def _not_all_null() -> dict[str, Any]:
+    """At least one field not null: ``{}`` and ``{"customer_id": null}`` change nothing."""
+    return {
+        "not": {
+            "description": "Every field null (or none given): nothing to change.",
+            "additionalProperties": {"type": "null"},
+        }
+    }
+
+
 def _drop_bookkeeping(definition: dict[str, Any]) -> None:
-    """Keep ``x-sellercloud-name`` for publishers; the rest is only for our own code."""
+    """Keep ``x-sellercloud-name`` for publishers; the rest is only for our own code (and ajv's
+    strict mode, a publisher's default, refuses a schema with keywords it does not know)."""
     for prop in definition["properties"].values():
-        prop.pop(SNAKE, None)
-        prop.pop(REQUIRED, None)
+        for schema in (prop, *prop.get("anyOf", ())):  # a nullable nested object: in anyOf
+            schema.pop(SNAKE, None)
+            schema.pop(REQUIRED, None)
 
 
 def event_json_schema() -> dict[str, Any]:
@@ -75,9 +98,11 @@ def event_json_schema() -> dict[str, Any]:
     changes = definitions[ChangesSchema.__name__]
     changes.update(_aliased_rules(ChangesSchema()))
     changes["minProperties"] = 1
+    changes.update(_not_all_null())
 
     _drop_bookkeeping(address)
     _drop_bookkeeping(changes)
+    definitions[CONTROL_CHARACTERS_DEFINITION] = control_characters_definition()
 
     document["$id"] = SCHEMA_ID
     document["title"] = "Order-change event"

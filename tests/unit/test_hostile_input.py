@@ -4,14 +4,20 @@ nothing else escapes, and TLS verification stays on whatever the environment say
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
+import pytest
 import requests
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu import Producer
 
+from schemas.event import ADDRESS_FIELDS
+from worker.apply.runtime import Runtime
+from worker.apply.sync import apply_event
 from worker.broker.topology import EVENTS_QUEUE
+from worker.deadletter.entries import EventContext
 from worker.intake import envelope as pipeline
 from worker.sellercloud import SellercloudClient
 
@@ -80,6 +86,108 @@ def test_near_miss_events_never_escape_validation(event: dict[str, Any]) -> None
 @given(st.binary(max_size=2000), st.sampled_from([None, "application/json", "text/plain", ""]))
 def test_any_bytes_with_any_content_type(body: bytes, content_type: str | None) -> None:
     outcome(body, content_type)
+
+
+ADDRESS = {
+    "FirstName": "Ada",
+    "LastName": "Lovelace",
+    "AddressLine1": "12 Analytical Row",
+    "City": "Buffalo",
+    "ZipCode": "14201",
+    "Country": "US",
+    "State": "NY",
+}
+TEXT_FIELDS = [spec.pascal for spec in ADDRESS_FIELDS if spec.snake not in ("country", "state")]
+CONTROL_CHARACTERS = [chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))]
+CONTROL_ERROR = "Must not contain control characters (such as NUL, tab or newline)."
+
+
+class _NoRuntime:
+    """Whatever an event reaches in the runtime (store, lock, rate limiter, Sellercloud
+    client) fails the test: an invalid event must be refused before any of them."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"an invalid event reached the runtime's {name}")
+
+
+def rejection(payload: dict[str, Any]) -> pipeline.EventRejected:
+    """What the task makes of an event, up to where it would touch the API."""
+    body = json.dumps(payload)
+    try:
+        with pytest.raises(pipeline.EventRejected) as rejected:
+            apply_event(
+                cast(Runtime, _NoRuntime()),
+                pipeline.envelope(body, content_type="application/json"),
+                None,
+                EventContext(),
+                owner="test",
+                failures=0,
+                dead_letter=lambda entry: pytest.fail(f"dead-lettered by the task: {entry}"),
+            )
+    finally:
+        structlog.contextvars.clear_contextvars()
+    return rejected.value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(TEXT_FIELDS),
+    st.text(max_size=20),
+    st.sampled_from(CONTROL_CHARACTERS),
+    st.text(max_size=20),
+)
+def test_a_control_character_in_any_text_is_refused_by_field_before_any_api_call(
+    field: str, before: str, control: str, after: str
+) -> None:
+    address = {**ADDRESS, field: f"{before}{control}{after}"}
+    event = {
+        "event_id": "evt-1",
+        "order_id": 5001,
+        "occurred_at": "2026-11-26T10:00:00Z",
+        "changes": {"ShippingAddress": address},
+    }
+    rejected = rejection(event)
+    assert rejected.reason == "invalid_event"
+    assert {"field": f"changes.ShippingAddress.{field}", "message": CONTROL_ERROR} in (
+        rejected.field_errors
+    )
+
+
+@pytest.mark.parametrize(
+    ("top", "field"),
+    [
+        ({"event_id": "evt\x00-1"}, "event_id"),
+        ({"occurred_at": "2026-11-26\x0010:00:00Z"}, "occurred_at"),
+        ({"changes": {"currency_code": "USD\x00"}}, "changes.currency_code"),
+        (
+            {"changes": {"ShippingAddress": {**ADDRESS, "Country": "U\x00"}}},
+            "changes.ShippingAddress.Country",
+        ),
+    ],
+)
+def test_nul_anywhere_else_is_refused_too(top: dict[str, Any], field: str) -> None:
+    event = {
+        "event_id": "evt-1",
+        "order_id": 5001,
+        "occurred_at": "2026-11-26T10:00:00Z",
+        "changes": {"customer_id": 7},
+        **top,
+    }
+    rejected = rejection(event)
+    assert rejected.reason == "invalid_event"
+    assert {problem["field"] for problem in rejected.field_errors} == {field}
+
+
+def test_a_valid_event_does_reach_the_runtime() -> None:
+    """The check above means something: an event that passes goes on to the runtime."""
+    event = {
+        "event_id": "evt-1",
+        "order_id": 5001,
+        "occurred_at": "2026-11-26T10:00:00Z",
+        "changes": {"ShippingAddress": ADDRESS},
+    }
+    with pytest.raises(AssertionError, match="reached the runtime"):
+        rejection(event)
 
 
 def test_deep_nesting_and_huge_strings() -> None:

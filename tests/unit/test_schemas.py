@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import calendar
 import copy
+import datetime as dt
+import json
+import re
+import sys
+import unicodedata
 from typing import Any
 
+import jsonschema
 import pytest
 from marshmallow import ValidationError
 
 from schemas.errors import describe_errors, flatten_errors
-from schemas.event import load_event
+from schemas.event import ADDRESS_FIELDS, load_event
+from schemas.fields import CONTROL_CHARACTERS, DATE_TIME, WHITESPACE
+from schemas.jsonschema import event_json_schema
 from schemas.sellercloud import update_order_body
 
 ADDRESS = {
@@ -188,11 +197,14 @@ def test_state_is_optional_outside_us_and_canada() -> None:
 @pytest.mark.parametrize(
     ("top", "field", "fragment"),
     [
-        ({"event_id": ""}, "event_id", "Length must be between 1"),
+        ({"event_id": ""}, "event_id", "Must not be blank"),
+        ({"event_id": " \u3000"}, "event_id", "Must not be blank"),
+        ({"event_id": "x" * 201}, "event_id", "Longer than maximum length 200"),
+        ({"event_id": "evt\x00"}, "event_id", "Must not contain control characters"),
         ({"event_id": 12}, "event_id", "Not a valid string"),
         ({"order_id": 0}, "order_id", "greater than or equal to 1"),
         ({"order_id": False}, "order_id", "Not a valid integer"),
-        ({"occurred_at": "2026-11-26T10:00:00"}, "occurred_at", "aware"),
+        ({"occurred_at": "2026-11-26T10:00:00"}, "occurred_at", "with a time zone"),
         ({"occurred_at": "yesterday"}, "occurred_at", "Not a valid"),
         ({"source": "erp"}, "source", "Unknown field"),
         ({"changes": None}, "changes", "may not be null"),
@@ -228,3 +240,155 @@ def test_describe_errors_is_one_readable_line() -> None:
     line = describe_errors(caught.value.messages)
     assert "changes.customer_id: Not a valid integer." in line
     assert "changes.shipping_address.state: Required when country is US" in line
+
+
+# Text fields: every one refuses control characters, naming itself.
+
+TEXT_FIELDS = [spec.snake for spec in ADDRESS_FIELDS if spec.snake not in ("country", "state")]
+CONTROLS = ["\x00", "\t", "\n", "\r", "\x0b", "\x1b", "\x1f", "\x7f", "\x85", "\x9f"]
+
+
+@pytest.mark.parametrize("name", TEXT_FIELDS)
+@pytest.mark.parametrize("control", CONTROLS, ids=lambda c: f"U+{ord(c):04X}")
+def test_a_control_character_in_any_text_field_is_refused_by_name(name: str, control: str) -> None:
+    errors = errors_of(event(shipping_address={**ADDRESS, name: f"Ada{control}Lovelace"}))
+    assert errors == {
+        f"changes.shipping_address.{name}": (
+            "Must not contain control characters (such as NUL, tab or newline)."
+        )
+    }
+
+
+def test_control_characters_are_refused_under_sellercloud_names_and_in_event_ids() -> None:
+    pascal = {spec.pascal: ADDRESS[spec.snake] for spec in ADDRESS_FIELDS if ADDRESS[spec.snake]}
+    errors = errors_of(event(BillingAddress={**pascal, "City": "Buffalo\n"}))
+    assert "control characters" in errors["changes.BillingAddress.City"]
+    errors = errors_of({**event(customer_id=1), "event_id": "evt-1\r\n"})
+    assert "control characters" in errors["event_id"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Zoë Ñúñez", "北京市朝阳区", "Ada\u00a0Lovelace", "Suite\u20283", "Ada 🧮", "O'Brien & Co."],
+)
+def test_text_other_than_control_characters_loads_unchanged(text: str) -> None:
+    loaded = load_event(event(shipping_address={**ADDRESS, "business": text, "city": text}))
+    assert loaded.changes["shipping_address"]["business"] == text
+    assert loaded.changes["shipping_address"]["city"] == text
+
+
+def test_the_published_character_classes_are_the_ones_the_workers_use() -> None:
+    every = [chr(c) for c in range(sys.maxunicode + 1)]
+    controls = re.compile(f"[{CONTROL_CHARACTERS}]")
+    assert {c for c in every if controls.match(c)} == {
+        c for c in every if unicodedata.category(c) == "Cc"
+    }
+    assert not any(c.isprintable() for c in every if controls.match(c))  # Text's shortcut
+    whitespace = re.compile(f"[{WHITESPACE}]")
+    assert {c for c in every if whitespace.match(c)} == {
+        c for c in every if c.isspace() and not controls.match(c)
+    }
+
+
+# occurred_at: an RFC 3339 date-time, the JSON Schema's date-time format.
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-26T10:00:00Z", dt.datetime(2026, 11, 26, 10, tzinfo=dt.UTC)),
+        ("2026-11-26t10:00:00z", dt.datetime(2026, 11, 26, 10, tzinfo=dt.UTC)),
+        ("2026-11-26T12:00:00+02:00", dt.datetime(2026, 11, 26, 10, tzinfo=dt.UTC)),
+        ("2026-11-26T04:30:00-05:30", dt.datetime(2026, 11, 26, 10, tzinfo=dt.UTC)),
+        ("2026-11-26T10:00:00-00:00", dt.datetime(2026, 11, 26, 10, tzinfo=dt.UTC)),
+        ("2026-11-26T10:00:00.5Z", dt.datetime(2026, 11, 26, 10, 0, 0, 500000, tzinfo=dt.UTC)),
+        (
+            "2026-11-26T10:00:00.123456789Z",  # cut to microseconds, as fromisoformat does
+            dt.datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=dt.UTC),
+        ),
+        ("2024-02-29T23:59:59+23:59", dt.datetime(2024, 2, 29, 0, 0, 59, tzinfo=dt.UTC)),
+        ("2000-02-29T00:00:00Z", dt.datetime(2000, 2, 29, tzinfo=dt.UTC)),
+        ("0001-01-01T00:00:00Z", dt.datetime(1, 1, 1, tzinfo=dt.UTC)),
+        ("9999-12-31T23:59:59Z", dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)),
+    ],
+)
+def test_rfc3339_date_times_load(text: str, expected: dt.datetime) -> None:
+    loaded = load_event({**event(customer_id=1), "occurred_at": text}).occurred_at
+    assert loaded == expected
+    assert loaded.utcoffset() is not None
+    if text == text.upper():  # Python 3.11's fromisoformat takes no lower-case t or z
+        assert loaded == dt.datetime.fromisoformat(text)  # what it takes, it reads alike
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-26T10:00:00",  # no offset
+        "2026-11-26 10:00:00Z",  # a space for the T (RFC 3339 allows it by agreement only)
+        "2026-11-26\x0010:00:00Z",  # fromisoformat takes any character there
+        "2026-11-26T10:00Z",  # no seconds
+        "2026-11-26T10Z",
+        "20261126T100000Z",  # ISO 8601 basic format
+        "2026-W48-4T10:00:00Z",  # week date
+        "2026-11-26T10:00:00+0200",
+        "2026-11-26T10:00:00+02",
+        "2026-11-26T10:00:00+02:00:30",
+        "2026-11-26T10:00:00+24:00",
+        "2026-11-26T10:00:00,5Z",
+        "2026-11-26T10:00:00.Z",
+        "2026-11-26T23:59:60Z",  # leap second: Python has none
+        "2026-11-26T24:00:00Z",
+        "2026-02-29T10:00:00Z",
+        "1900-02-29T10:00:00Z",
+        "2026-04-31T10:00:00Z",
+        "2026-13-01T10:00:00Z",
+        "0000-01-01T00:00:00Z",
+        "\uff12\uff10\uff12\uff16-11-26T10:00:00Z",  # fullwidth digits
+        "2026-11-26T10:00:00Z\n",
+        " 2026-11-26T10:00:00Z",
+        "2026-11-26",
+        "",
+    ],
+)
+def test_other_date_times_are_refused(text: str) -> None:
+    errors = errors_of({**event(customer_id=1), "occurred_at": text})
+    assert errors == {
+        "occurred_at": (
+            "Not a valid date-time: RFC 3339 with a time zone, such as 2026-11-26T10:00:00Z "
+            "or 2026-11-26T12:00:00+02:00."
+        )
+    }
+
+
+def test_the_date_time_expression_knows_the_calendar() -> None:
+    """Every month's last days, in every year the workers take, leap years by the Gregorian
+    rule: the expression (the JSON Schema's pattern too) agrees with Python's calendar."""
+    expression = re.compile(DATE_TIME)
+    wrong = []
+    for year in range(10_000):
+        for month in range(1, 13):
+            last = calendar.monthrange(year or 2000, month)[1] if year else 0
+            for day in (1, 28, 29, 30, 31):
+                text = f"{year:04d}-{month:02d}-{day:02d}T00:00:00Z"
+                if (expression.fullmatch(text) is not None) != (day <= last):
+                    wrong.append(text)
+    assert wrong == []
+
+
+# The published JSON Schema
+
+
+def test_the_json_schema_refuses_all_null_changes_and_control_characters() -> None:
+    validator = jsonschema.Draft7Validator(event_json_schema())
+    assert validator.is_valid(event(customer_id=1))
+    assert not validator.is_valid(event(customer_id=None, billing_address=None))
+    assert not validator.is_valid(event())
+    for name in TEXT_FIELDS:
+        assert not validator.is_valid(event(shipping_address={**ADDRESS, name: "Ada\n"}))
+        assert not validator.is_valid(event(shipping_address={**ADDRESS, name: "Ada\x00"}))
+
+
+def test_the_json_schema_keeps_no_bookkeeping_keys_for_publishers_to_trip_on() -> None:
+    text = json.dumps(event_json_schema())
+    assert '"snake_name"' not in text
+    assert '"required_field"' not in text
