@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 from collections.abc import Iterator
@@ -164,6 +165,16 @@ def test_retry_after_header_sets_the_reset_time(api, client) -> None:
     with pytest.raises(RateLimited) as caught:
         client.update_order(5001, {"CustomerId": 7})
     assert caught.value.reset_at is not None
+
+
+def test_a_huge_retry_after_is_capped_at_a_day_not_a_crash(api, client) -> None:
+    api.add(token_reply("t"))
+    api.add(responses.PUT, ORDER_URL, status=429, headers={"Retry-After": "9" * 30})
+    with pytest.raises(RateLimited) as caught:
+        client.update_order(5001, {"CustomerId": 7})
+    assert caught.value.reset_at is not None
+    wait = caught.value.reset_at - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(hours=23, minutes=59) < wait <= dt.timedelta(days=1)
 
 
 def test_an_error_page_is_cut_before_it_is_kept(api, client) -> None:

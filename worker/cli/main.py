@@ -73,7 +73,19 @@ def worker(celery_args: tuple[str, ...]) -> None:
             "--without-mingle",
         ]
     )
-    app.worker_main(["worker", *defaults, *celery_args])
+    app.worker_main(["worker", *defaults, *_prefork_as_asked(celery_args)])
+
+
+def _prefork_as_asked(celery_args: tuple[str, ...]) -> list[str]:
+    """Celery takes ``-P prefork`` for "no pool given" (prefork is its own default) and so runs
+    the app's threads pool; ``processes`` is the same pool under the name it honours."""
+    args = list(celery_args)
+    for i, arg in enumerate(args):
+        if arg in ("--pool=prefork", "-Pprefork"):
+            args[i] = "--pool=processes"
+        elif arg in ("-P", "--pool") and i + 1 < len(args) and args[i + 1] == "prefork":
+            args[i + 1] = "processes"
+    return args
 
 
 @main.command()

@@ -31,6 +31,7 @@ from worker.sellercloud.errors import (
 MAX_KEPT_BODY = 4096
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 TOO_MANY_REQUESTS = "Too many requests."
+MAX_RETRY_AFTER = 86400
 # What each call is called in metrics and logs.
 UPDATE_ORDER_ENDPOINT, TOKEN_ENDPOINT = "update_order", "token"
 ENDPOINTS = (UPDATE_ORDER_ENDPOINT, TOKEN_ENDPOINT)
@@ -64,7 +65,10 @@ def _rate_limit_reset(response: requests.Response) -> dt.datetime | None:
         return _parse_time(body["RateLimitResetTime"])
     retry_after = response.headers.get("Retry-After", "")
     if retry_after.isdigit():
-        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=int(retry_after))
+        # A day at the most: a huge number would overflow a datetime, and no pause of the API
+        # is meant to last longer (the fleet waits it out, probing nothing, until then).
+        seconds = min(int(retry_after), MAX_RETRY_AFTER)
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
     return _parse_time(retry_after) if retry_after else None
 
 
