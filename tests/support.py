@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kombu import Connection, Producer
+from kombu import Connection, Producer, Queue
 
 from worker.broker.connection import connect
 from worker.broker.topology import (
@@ -47,6 +47,7 @@ __all__ = [
     "USERNAME",
     "Pipeline",
     "make_event",
+    "queue_count",
     "reachable",
     "redis_down",
     "reset_topology",
@@ -78,6 +79,20 @@ def reachable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def queue_count(settings: BrokerSettings, queue: Queue) -> int:
+    """Messages ready in ``queue`` as the broker counts them, whatever their bodies.
+
+    A passive declare: nothing is read, and it fails if the queue does not exist. Messages a
+    reader holds unacknowledged are not counted.
+    """
+    with connect(settings) as connection:
+        channel: Any = connection.channel()
+        try:
+            return int(queue(channel).queue_declare(passive=True).message_count)
+        finally:
+            channel.close()
 
 
 def reset_topology(url: str) -> None:
@@ -189,6 +204,11 @@ class Pipeline:
     def dead_letters(self) -> list[dict[str, Any]]:
         with connect(self.broker) as connection:
             return list(browse(connection))
+
+    def dead_letter_count(self) -> int:
+        """The dead-letter queue's depth from the broker: unlike ``dead_letters()``, it counts
+        bodies that are not JSON objects and does not stop reading after an idle pause."""
+        return queue_count(self.broker, DEAD_LETTER_QUEUE)
 
     def wait_dead_letters(
         self, count: int, timeout: float = DEFAULT_TIMEOUT

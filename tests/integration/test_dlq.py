@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import select
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kombu import Producer
 
-from tests.support import Pipeline, make_event, wait_for
+from tests.support import Pipeline, make_event, queue_count, wait_for
 from worker.broker.connection import connect
-from worker.broker.topology import EVENTS_QUEUE
+from worker.broker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
 from worker.deadletter import queue as dead_letters
-from worker.deadletter.entries import new_entry
+from worker.deadletter.entries import HISTORY_HEADER, new_entry
 
 pytestmark = pytest.mark.integration
 
@@ -33,22 +38,37 @@ def order_sync(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[st
     )
 
 
-def seed(pipeline: Pipeline, count: int, **overrides: Any) -> list[dict[str, Any]]:
-    """Dead-letter ``count`` events directly, as a worker would have."""
+def seed(
+    pipeline: Pipeline,
+    count: int,
+    *,
+    reasons: Sequence[str] = (),
+    pad: int = 0,
+    events: Sequence[dict[str, Any]] = (),
+    **overrides: Any,
+) -> list[dict[str, Any]]:
+    """Dead-letter ``count`` events directly, as a worker would have.
+
+    ``reasons`` are given to the entries in turn; ``pad`` characters of response body make each
+    entry that much bigger; ``events`` are the events to dead-letter (new ones otherwise).
+    """
     entries = []
     with connect(pipeline.broker) as connection:
         producer = Producer(connection)
         for i in range(count):
-            order_id = overrides.get("order_id", 10_000 + i)
-            event = make_event(order_id)
+            event = events[i] if events else make_event(overrides.get("order_id", 10_000 + i))
+            order_id = event["order_id"]
             entry = new_entry(
-                reason=overrides.get("reason", "api_rejected"),
+                reason=reasons[i % len(reasons)]
+                if reasons
+                else overrides.get("reason", "api_rejected"),
                 error=overrides.get("error", f"Update Order {order_id}: HTTP 400"),
                 attempts=1,
                 event=event,
                 event_id=event["event_id"],
                 order_id=order_id,
                 status_code=400,
+                response_body={"Message": "x" * pad} if pad else None,
             )
             dead_letters.publish(producer, entry)
             entries.append(entry)
@@ -176,6 +196,7 @@ def test_a_replayed_event_that_fails_again_comes_back_with_its_history(
     wait_for(lambda: pipeline.statuses(9500) == [400, 400, 200], what="the third PUT")
     assert pipeline.state.order(9500) == {"CustomerId": 77}
     assert pipeline.dead_letters() == []
+    assert pipeline.dead_letter_count() == 0  # the broker's count: bodies of any kind
 
 
 def test_a_patch_that_breaks_the_event_leaves_the_entry_in_place(
@@ -239,11 +260,28 @@ def test_a_replay_killed_midway_loses_nothing(pipeline: Pipeline) -> None:
     wait_for(lambda: _events_queued(pipeline) >= 40, what="some replays")
     process.send_signal(signal.SIGKILL)
     process.wait()
-    still_dead = {e["event_id"] for e in pipeline.dead_letters()}
-    republished = {m["body"]["event_id"] for m in events_waiting(pipeline)}
+    _wait_handed_back(pipeline)
+    still_dead = Counter(e["event_id"] for e in pipeline.dead_letters())
+    assert pipeline.dead_letter_count() == sum(still_dead.values())  # browsing missed nothing
+    republished = Counter(m["body"]["event_id"] for m in events_waiting(pipeline))
     everything = {e["event_id"] for e in entries}
-    assert still_dead | republished == everything  # each one somewhere: nothing lost
+    lost = everything - set(still_dead) - set(republished)
+    assert not lost, f"{len(lost)} entries neither dead-lettered nor republished"
+    assert set(still_dead) | set(republished) == everything
     assert republished and still_dead  # it really was killed midway
+    assert max(still_dead.values()) == 1 and max(republished.values()) == 1
+
+
+def _wait_handed_back(pipeline: Pipeline) -> None:
+    """Wait until the broker has dropped a killed reader's consumer, and so put back the
+    entries it held, before the queue is read."""
+
+    def consumers() -> int:
+        with connect(pipeline.broker) as connection:
+            queue: Any = DEAD_LETTER_QUEUE(connection.channel())
+            return int(queue.queue_declare(passive=True).consumer_count)
+
+    wait_for(lambda: consumers() == 0, what="the killed process's consumer to go")
 
 
 def _events_queued(pipeline: Pipeline) -> int:
@@ -251,18 +289,38 @@ def _events_queued(pipeline: Pipeline) -> int:
         return int(EVENTS_QUEUE(connection.channel()).queue_declare().message_count)
 
 
-def test_two_replays_at_once_neither_lose_nor_double_send(pipeline: Pipeline) -> None:
-    entries = seed(pipeline, 300)
-    argv = [sys.executable, "-m", "worker.cli", "dlq", "replay", "--all", "--json"]
-    runs = [
-        subprocess.Popen(argv, env=pipeline.env, stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    done = [json.loads(run.communicate(timeout=120)[0])["done"] for run in runs]
-    republished = [m["body"]["event_id"] for m in events_waiting(pipeline)]
-    assert sorted(republished) == sorted(e["event_id"] for e in entries)  # each exactly once
-    assert sum(done) == 300
+def test_two_replays_at_once_share_the_entries_and_send_each_once(pipeline: Pipeline) -> None:
+    # Entries of about 20 kB: a paced replay reads its deliveries slowly, so the broker can push
+    # it only a few hundred before the socket fills, and the rest wait in the queue for a second
+    # replay. (Small entries would all go to whichever replay subscribed first, leaving the
+    # other nothing to do, which would prove nothing.)
+    entries = seed(pipeline, 600, pad=20_000)
+    argv = [sys.executable, "-m", "worker.cli", "dlq", "replay", "--all", "--json", "--rate", "150"]
+    first = subprocess.Popen(argv, env=pipeline.env, stdout=subprocess.PIPE, text=True)
+    wait_for(lambda: _events_queued(pipeline) > 0, what="the first replay to start")
+    second = subprocess.Popen(argv, env=pipeline.env, stdout=subprocess.PIPE, text=True)
+    outcomes = [json.loads(run.communicate(timeout=120)[0]) for run in (first, second)]
+
+    shares = [outcome["done"] for outcome in outcomes]
+    assert all(shares), f"one replay took every entry: {shares}"
+    republished = events_waiting(pipeline)
+    sent = Counter(m["body"]["event_id"] for m in republished)
+    twice = sorted(event_id for event_id, times in sent.items() if times > 1)
+    assert not twice, f"{len(twice)} events sent more than once, e.g. {twice[:3]}"
+    assert set(sent) == {e["event_id"] for e in entries}  # each exactly once
+    assert sum(shares) == len(entries)
+    assert not set(outcomes[0]["ids"]) & set(outcomes[1]["ids"])
+
+    # When each replay sent its events (the last step of their history): the spans overlap.
+    owner = {entry_id: run for run, outcome in enumerate(outcomes) for entry_id in outcome["ids"]}
+    times: list[list[str]] = [[], []]
+    for message in republished:
+        step = json.loads(message["headers"][HISTORY_HEADER])[-1]
+        times[owner[step["dead_letter_id"]]].append(step["replayed_at"])
+    (first_start, first_end), (second_start, second_end) = [(min(t), max(t)) for t in times]
+    assert max(first_start, second_start) < min(first_end, second_end), times
     assert pipeline.dead_letters() == []
+    assert pipeline.dead_letter_count() == 0
 
 
 @pytest.mark.parametrize("pipeline", ["redis", "embedded"], indirect=True)
@@ -322,3 +380,122 @@ def test_progress_bars_show_on_a_terminal_and_stay_quiet_when_piped(
     assert "reading" not in as_json
     replay = _on_a_terminal(pipeline, "replay", "--all")
     assert "replaying" in replay and "replayed 20 entries" in replay
+
+
+def _positions(output: bytes, total: int) -> list[int]:
+    return [int(n) for n in re.findall(rb"(\d+)/%d" % total, output)]
+
+
+def test_a_purge_killed_midway_loses_nothing_it_did_not_purge(pipeline: Pipeline) -> None:
+    # Every third entry is not selected; the purge holds those while it works.
+    entries = seed(pipeline, 1500, reasons=("api_rejected", "api_rejected", "order_not_found"))
+    selected = {e["id"] for e in entries if e["reason"] == "api_rejected"}
+    kept = [e["id"] for e in entries if e["reason"] != "api_rejected"]
+
+    # Run on a terminal, the purge draws its progress as it reads. The test stops reading that
+    # output part way: once the terminal's buffer is full the purge waits to write, so it
+    # cannot finish before it is killed, whatever the machine's speed.
+    leader, follower = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "dlq", "purge", "--reason", "api_rejected", "--yes"],
+        env=pipeline.env,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    output = b""
+    try:
+        deadline = time.monotonic() + 60
+        while max(_positions(output, len(entries)), default=0) < 200:
+            readable, _, _ = select.select([leader], [], [], max(0, deadline - time.monotonic()))
+            assert readable, f"the purge showed no progress: {output[-500:]!r}"
+            output += os.read(leader, 4096)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        os.close(leader)
+    _wait_handed_back(pipeline)
+
+    left = [e["id"] for e in pipeline.dead_letters()]
+    assert pipeline.dead_letter_count() == len(left)  # the broker holds exactly what was read
+    twice = [entry_id for entry_id, times in Counter(left).items() if times > 1]
+    assert not twice, f"{len(twice)} entries are in the queue twice"
+    order = {e["id"]: index for index, e in enumerate(entries)}
+    assert [order[i] for i in left] == sorted(order[i] for i in left), "entries were reordered"
+    missing = [i for i in kept if i not in set(left)]
+    assert not missing, f"{len(missing)} entries the purge did not select are gone"
+    purged = selected - set(left)
+    assert 0 < len(purged) < len(selected), "the purge was not killed midway"
+    assert len(left) + len(purged) == len(entries)
+
+    # Run again, it purges exactly what the killed run had left of the selection.
+    again = order_sync(pipeline, "purge", "--reason", "api_rejected", "--yes", "--json")
+    assert json.loads(again.stdout)["done"] == len(selected) - len(purged)
+    assert [e["id"] for e in pipeline.dead_letters()] == kept
+    assert pipeline.dead_letter_count() == len(kept)
+
+
+def test_a_replay_while_a_worker_runs_applies_each_event_once(pipeline: Pipeline) -> None:
+    orders = list(range(9600, 9620))
+    for order_id in orders:
+        pipeline.state.script_order(order_id, [400])  # rejected once, accepted after
+    pipeline.start_worker()
+    pipeline.publish(*(make_event(order_id) for order_id in orders))
+    dead = pipeline.wait_dead_letters(len(orders))
+    assert sorted(e["order_id"] for e in dead) == orders
+    assert pipeline.dead_letter_count() == len(orders)
+
+    # Paced, so the worker applies the first replayed events while the rest are still being sent.
+    replay = order_sync(pipeline, "replay", "--all", "--json", "--rate", "20")
+    assert replay.returncode == 0, replay.stderr
+    assert json.loads(replay.stdout)["done"] == len(orders)
+    pipeline.wait_applied(*orders)
+    wait_for(
+        lambda: (
+            queue_count(pipeline.broker, EVENTS_QUEUE) == 0
+            and queue_count(pipeline.broker, TASKS_QUEUE) == 0
+        ),
+        what="the worker to finish every message",
+    )
+    assert {order_id: pipeline.statuses(order_id) for order_id in orders} == {
+        order_id: [400, 200] for order_id in orders
+    }
+    applied = Counter(
+        event_id
+        for record in pipeline.log_records()
+        if record.get("event") == "event applied"
+        for event_id in record["event_ids"]
+    )
+    assert applied == Counter({e["event_id"]: 1 for e in dead}), applied
+    assert pipeline.dead_letters() == []
+    assert pipeline.dead_letter_count() == 0
+
+
+def test_an_already_applied_event_is_skipped_when_sent_or_replayed_again(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.start_worker()
+    event = make_event(9700, customer_id=5)
+    pipeline.publish(event)
+    pipeline.wait_applied(9700)
+    assert pipeline.statuses(9700) == [200]
+
+    def skipped() -> int:
+        return sum(
+            1
+            for r in pipeline.log_records()
+            if r.get("event") == "event already handled" and r.get("event_id") == event["event_id"]
+        )
+
+    # The same event again: a publisher's retry, then a dead-letter entry of it replayed.
+    pipeline.publish(event)
+    wait_for(lambda: skipped() >= 1 or len(pipeline.statuses(9700)) > 1, what="the copy")
+    [entry] = seed(pipeline, 1, events=[event])
+    replay = order_sync(pipeline, "replay", "--id", entry["id"], "--json")
+    assert json.loads(replay.stdout)["done"] == 1
+    wait_for(lambda: skipped() >= 2 or len(pipeline.statuses(9700)) > 2, what="the replay")
+    assert pipeline.statuses(9700) == [200], "an applied event was sent to Sellercloud again"
+    assert skipped() == 2
+    assert pipeline.dead_letters() == []
+    assert pipeline.dead_letter_count() == 0

@@ -12,13 +12,16 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from kombu import Connection, Consumer, Queue
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from tests.support import Pipeline, wait_for
@@ -162,25 +165,117 @@ def test_a_rolled_back_transaction_publishes_nothing(pipeline: Pipeline, engine:
     assert [e["event_id"] for e in take_events(pipeline)] == ["outbox-7103"]
 
 
-def test_two_pollers_at_once_publish_every_row_exactly_once(
+def _waiting_for_the_table(engine: Engine) -> int:
+    """How many sessions wait for a lock on the outbox table."""
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text(
+                    "SELECT count(DISTINCT pid) FROM pg_locks"
+                    " WHERE NOT granted AND relation = 'order_sync_outbox'::regclass"
+                )
+            ).scalar_one()
+        )
+
+
+def _publishing_transaction(engine: Engine) -> dict[str, str]:
+    """event_id -> the id of the transaction that marked the row published (its xmin)."""
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT event_id, xmin::text FROM order_sync_outbox"))
+        return {event_id: xid for event_id, xid in rows}
+
+
+def test_two_passes_at_once_share_the_rows_and_publish_each_exactly_once(
     pipeline: Pipeline, engine: Engine
 ) -> None:
-    write(engine, [row(10_000 + i) for i in range(2000)])
-    env = {**pipeline.env, "ORDER_SYNC_OUTBOX_BATCH": "1000"}
+    count, batch = 2000, 1000
+    write(engine, [row(10_000 + i) for i in range(count)])
+    env = {**pipeline.env, "ORDER_SYNC_OUTBOX_BATCH": str(batch)}
     argv = [sys.executable, "-m", "worker.cli", "outbox", "run-once", "--json"]
-    pollers = [
-        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(2)
-    ]
+    # Both passes queue up behind a lock on the table and are let go together, so their
+    # SELECT ... FOR UPDATE SKIP LOCKED run at the same moment rather than one after the other.
+    with engine.connect() as gate:
+        holding = gate.begin()
+        gate.execute(text("LOCK TABLE order_sync_outbox IN EXCLUSIVE MODE"))
+        pollers = [
+            subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        wait_for(lambda: _waiting_for_the_table(engine) == 2, what="both passes to be waiting")
+        holding.commit()
     outputs = [poller.communicate(timeout=60) for poller in pollers]
     assert [poller.returncode for poller in pollers] == [0, 0], outputs
 
     published = [json.loads(out)["published"] for out, _ in outputs]
-    assert sum(published) == 2000
-    event_ids = [e["event_id"] for e in take_events(pipeline)]
-    assert len(event_ids) == 2000
-    assert set(event_ids) == {f"outbox-{10_000 + i}" for i in range(2000)}
+    assert sum(published) == count and all(published), published
+    events = [e["event_id"] for e in take_events(pipeline)]
+    sent = Counter(events)
+    twice = [event_id for event_id, times in sent.items() if times > 1]
+    assert not twice, f"{len(twice)} rows published more than once"
+    assert set(sent) == {f"outbox-{10_000 + i}" for i in range(count)}
     assert all(r.published_at is not None for r in rows_by_event_id(engine).values())
+
+    # Which pass published each event (the transaction that marked its row), in the order the
+    # events reached the queue: A ... B ... A means both were publishing at the same time.
+    by_pass = _publishing_transaction(engine)
+    assert len(set(by_pass.values())) == 2
+    passes = [by_pass[event_id] for event_id in events]
+    turns = sum(1 for before, after in pairwise(passes) if before != after)
+    assert turns >= 2, f"the passes published one after the other ({turns} turn(s))"
+
+
+def test_a_pass_skips_rows_another_transaction_holds_and_publishes_them_later(
+    pipeline: Pipeline, engine: Engine
+) -> None:
+    write(engine, [row(7900 + i) for i in range(10)])
+    ids = sorted(r.id for r in rows_by_event_id(engine).values())
+    held = [ids[0], ids[1], ids[6]]  # the head of the queue, and one further on
+    with engine.connect() as holder:
+        holding = holder.begin()
+        holder.execute(select(outbox.c.id).where(outbox.c.id.in_(held)).with_for_update())
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "outbox", "run-once", "--json"],
+            env=pipeline.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            out, err = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            pytest.fail("the pass waited for the locked rows instead of skipping them")
+        assert process.returncode == 0, err
+        assert json.loads(out) == {"published": 7, "dead_lettered": 0, "failed": 0}
+        rows = rows_by_event_id(engine)
+        assert sorted(r.id for r in rows.values() if r.published_at is None) == held
+        holding.rollback()
+
+    event_ids = {r.id: r.event_id for r in rows.values()}
+    free = [event_ids[row_id] for row_id in ids if row_id not in held]
+    assert [e["event_id"] for e in take_events(pipeline)] == free
+    assert run_once(pipeline) == {"published": 3, "dead_lettered": 0, "failed": 0}
+    assert [e["event_id"] for e in take_events(pipeline)] == [event_ids[i] for i in held]
+    assert all(r.published_at is not None for r in rows_by_event_id(engine).values())
+
+
+def test_rows_are_published_in_id_order_whatever_their_times_and_gaps(
+    pipeline: Pipeline, engine: Engine
+) -> None:
+    # Ids with gaps, committed out of id order, each newer by id older by time.
+    ids = [3, 8, 9, 15, 40, 41, 57, 100, 101, 250]
+    later = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+    for row_id in [57, 3, 250, 9, 100, 15, 41, 8, 101, 40]:
+        when = later - dt.timedelta(minutes=row_id)
+        write(
+            engine, [{**row(8000 + row_id), "id": row_id, "occurred_at": when, "created_at": when}]
+        )
+
+    # Three passes of four rows at most: the order holds within and across passes.
+    for expected in (4, 4, 2):
+        assert run_once(pipeline, ORDER_SYNC_OUTBOX_BATCH="4")["published"] == expected
+    assert [e["event_id"] for e in take_events(pipeline)] == [f"outbox-{8000 + i}" for i in ids]
 
 
 def test_a_poller_killed_between_publish_and_mark_loses_nothing(
@@ -353,18 +448,41 @@ def test_the_embedded_sqlite_default_works(pipeline: Pipeline) -> None:
         sqlite.dispose()
 
 
+def _has_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has the file open (Linux: its descriptors in /proc)."""
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # it exited, or closed a descriptor while we looked
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
 @pytest.mark.parametrize("pipeline", ["embedded"], indirect=True)
 def test_two_pollers_on_sqlite_take_turns(pipeline: Pipeline) -> None:
     assert outbox_cli(pipeline, "init").returncode == 0
-    sqlite = db.outbox_engine(outbox_settings(pipeline.env))
+    settings = outbox_settings(pipeline.env)
+    database = Path(str(make_url(settings.url).database))
+    sqlite = db.outbox_engine(settings)
     try:
         write(sqlite, [row(20_000 + i) for i in range(600)])
         env = {**pipeline.env, "ORDER_SYNC_OUTBOX_BATCH": "300"}
         argv = [sys.executable, "-m", "worker.cli", "outbox", "run-once", "--json"]
-        pollers = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE) for _ in range(2)]
+        # The test holds the write lock until both pollers have opened the database (and so
+        # wait for the lock): they start their passes together, and SQLite makes them take turns.
+        with sqlite.connect() as gate:
+            holding = gate.begin()  # BEGIN IMMEDIATE: the write lock
+            pollers = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE) for _ in range(2)]
+            wait_for(
+                lambda: all(_has_open(poller.pid, database) for poller in pollers),
+                what="both pollers to open the database",
+            )
+            assert [poller.poll() for poller in pollers] == [None, None]
+            holding.rollback()
         outputs = [poller.communicate(timeout=60)[0] for poller in pollers]
         assert [json.loads(out)["published"] for out in outputs] == [300, 300]
         assert all(r.published_at is not None for r in rows_by_event_id(sqlite).values())
+        sent = Counter(e["event_id"] for e in take_events(pipeline))
+        assert sent == Counter({f"outbox-{20_000 + i}": 1 for i in range(600)})
     finally:
         sqlite.dispose()
 

@@ -35,6 +35,7 @@ def test_an_event_is_applied_with_exactly_the_fields_that_changed(
         },
     }
     assert pipeline.dead_letters() == []
+    assert pipeline.dead_letter_count() == 0  # the broker's count: bodies of any kind
 
 
 def test_server_errors_and_dropped_connections_are_retried_then_applied(
@@ -48,6 +49,7 @@ def test_server_errors_and_dropped_connections_are_retried_then_applied(
     retries = [r for r in pipeline.log_records() if r["event"] == "event retry scheduled"]
     assert [r["attempt"] for r in retries] == [1, 2, 3, 4]
     assert pipeline.dead_letters() == []
+    assert pipeline.dead_letter_count() == 0  # the broker's count: bodies of any kind
 
 
 def test_a_slow_api_times_out_and_is_retried(pipeline: Pipeline) -> None:
@@ -145,6 +147,7 @@ def test_an_expired_token_is_replaced_and_the_call_repeated(pipeline: Pipeline) 
     assert pipeline.statuses(5011) == [401, 200]
     assert pipeline.state.token_requests == 2
     assert pipeline.dead_letters() == []
+    assert pipeline.dead_letter_count() == 0  # the broker's count: bodies of any kind
 
 
 def test_token_endpoint_trouble_is_retried(pipeline: Pipeline) -> None:
