@@ -178,18 +178,39 @@ def test_an_oversized_message_is_dead_lettered_with_its_start_kept(
     assert huge.startswith(entry["raw_body"]) and len(entry["raw_body"]) == 4096
 
 
-def test_wrong_credentials_never_leak_into_logs_or_dead_letters(
-    pipeline: Pipeline,
-) -> None:
-    from tests.support import PASSWORD
+def test_wrong_credentials_pause_the_fleet_and_never_leak(pipeline: Pipeline) -> None:
+    """Refused credentials pause the fleet (no dead letter for a configuration error), and
+    neither password shows in the logs or in what operators read of the pause."""
+    import subprocess
+    import sys
+
+    from tests.support import PASSWORD, wait_for
 
     wrong = "Wr0ng-but-still-secret-9c1d"
     pipeline.env_overrides.update(SELLERCLOUD_PASSWORD=wrong, ORDER_SYNC_MAX_RETRIES="1")
     pipeline.start_worker()
     pipeline.publish(make_event(5020))
-    [entry] = pipeline.wait_dead_letters(1)
-    assert (entry["reason"], entry["last_error_reason"]) == ("retries_exhausted", "auth_failed")
-    assert "invalid_grant" in json.dumps(entry["response_body"])
-    everything = json.dumps(entry) + "\n".join(pipeline.log_lines())
+
+    def status() -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "worker.cli", "status", "--json"],
+            env=pipeline.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+
+    shown = wait_for(
+        lambda: (out := status()) and '"calls": "paused: credentials"' in out and out,
+        30,
+        "the fleet to pause for the refused credentials",
+    )
+    assert (
+        "invalid_grant" in json.loads(shown)["fleet"]["paused_last_error"]
+        or "HTTP 400" in (json.loads(shown)["fleet"]["paused_last_error"])
+    )
+    assert pipeline.dead_letter_count() == 0
+    everything = shown + "\n".join(pipeline.log_lines())
     assert wrong not in everything
     assert PASSWORD not in everything

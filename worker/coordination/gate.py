@@ -19,6 +19,7 @@ closes the gate: it spends its own retries and is dead-lettered, as before.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -46,6 +47,11 @@ FOREVER = 10 * 365 * 86400.0  # a closed gate stays closed until something opens
 
 class FleetPaused(Exception):
     """The fleet's gate is closed: no call may be made; the event goes back to the broker."""
+
+
+#: Set when a call of this process met the closed gate, so that its gatekeeper stops the
+#: worker reading at once rather than at its next tick (its messages would come right back).
+MET_CLOSED_GATE = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -122,8 +128,12 @@ class FleetGate:
                 error=str(error),
                 first_probe_in=self.settings.first_probe,
             )
+            MET_CLOSED_GATE.set()
             return True
-        return self.state() is not None
+        already = self.state() is not None
+        if already:
+            MET_CLOSED_GATE.set()
+        return already
 
     def close(self, kind: str, reason: str, error: str = "", by: str = "") -> bool:
         """Close the gate unless it already is; True if this call closed it."""
@@ -152,6 +162,7 @@ class FleetGate:
             changed = True
         if changed:
             log.error("Sellercloud refused the credentials: the fleet pauses", error=str(error))
+        MET_CLOSED_GATE.set()
         return changed
 
     def pause(self, reason: str, by: str) -> GateState:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from worker.coordination.gate import GATE_KEY, FleetPaused
+from worker.coordination.gate import GATE_KEY, MET_CLOSED_GATE, FleetPaused
 from worker.coordination.rate import Rate
 from worker.coordination.store import Store
 from worker.observability.metrics import RATE_LIMIT_WAIT
@@ -57,6 +57,7 @@ class FleetRateLimiter:
             PAUSE_KEY, SLOT_KEY, self.rate.interval if self.rate else None, LONGEST_SLEEP, gate
         )
         if state == "gated":
+            MET_CLOSED_GATE.set()
             raise FleetPaused("the fleet is paused: no calls to Sellercloud until it resumes")
         if state == "paused":
             raise RateLimited(

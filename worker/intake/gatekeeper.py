@@ -22,7 +22,7 @@ import structlog
 from worker.apply import runtime
 from worker.apply.probe import ProbeFailures, probe
 from worker.apply.sync import DeadLetter
-from worker.coordination.gate import API_UNAVAILABLE, CREDENTIALS, GateState
+from worker.coordination.gate import API_UNAVAILABLE, CREDENTIALS, MET_CLOSED_GATE, GateState
 from worker.coordination.store import StoreUnavailable
 from worker.sellercloud.errors import CredentialsRefused
 
@@ -64,7 +64,11 @@ class Gatekeeper:
         self._stopped.set()
 
     def _run(self) -> None:
-        while not self._stopped.wait(self.tick_seconds):
+        while not self._stopped.is_set():
+            MET_CLOSED_GATE.wait(self.tick_seconds)
+            MET_CLOSED_GATE.clear()
+            if self._stopped.is_set():
+                return
             self.heartbeat()
             try:
                 self.tick()

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor
 
 from worker.settings import LogSettings
@@ -64,7 +65,11 @@ def configure_logging(settings: LogSettings) -> None:
     )
     final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if as_json:
-        final.append(structlog.processors.dict_tracebacks)
+        # Tracebacks as data, without each frame's local variables: those hold passwords (the
+        # token request's body), tokens and customers' data, which no log line may carry.
+        final.append(
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+        )
     final.append(renderer)
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder()],
