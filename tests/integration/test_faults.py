@@ -219,7 +219,11 @@ BUDGET = {
     "API refusing connections": {
         "ORDER_SYNC_MAX_RETRIES": "20",
         "ORDER_SYNC_RETRY_BACKOFF_MAX": "1",
-    }
+    },
+    # Every order fails its first three calls, so to the fleet it is an outage: it pauses and
+    # probes, each probe spending one order's scripted failure. Probes a second apart at most
+    # keep the test short (the default cap of 30 s would take minutes to get through them).
+    "API answering 5xx": {"ORDER_SYNC_PROBE_INTERVAL_MAX": "1"},
 }
 
 

@@ -162,3 +162,19 @@ def test_opening_forgets_the_streak(store: Store) -> None:
     gate.note_failure(2, RuntimeError("503"))
     gate.open()
     assert not gate.note_failure(3, RuntimeError("503"))
+
+
+def test_each_probe_takes_the_next_of_the_orders_that_failed(store: Store) -> None:
+    """One order that fails for reasons of its own cannot keep the fleet paused."""
+    gate = gate_on(store)
+    for order_id in (30, 10, 20):
+        gate.note_failure(order_id, RuntimeError("503"))
+    state = gate.state()
+    assert state is not None and state.order_id == 20
+    probed = []
+    for _ in range(4):
+        probed.append(gate.probe_order(state))
+        later = gate.probe_failed(state, "503")
+        assert later is not None
+        state = later
+    assert probed == [10, 20, 30, 10]

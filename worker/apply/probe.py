@@ -1,7 +1,8 @@
 """Probing a closed gate: the fleet's one call to see whether Sellercloud is back.
 
 An outage is probed with real work: the waiting events of an order that failed, sent as one
-PUT, so the first success also applies them. With no such order waiting, or for refused
+PUT, so the first success also applies them; each probe takes another of the orders that failed
+(``FleetGate.probe_order``). With no such order waiting, or for refused
 credentials, the probe is a token request. Either way the call goes through the closed gate
 (``limiter.probing``) and through the retry policy like any other, so a probe that fails never
 spends an event's retry.
@@ -22,7 +23,7 @@ ProbeFailures = (FleetPaused, RetryLater, SellercloudError, StoreUnavailable)
 def probe(rt: Runtime, state: GateState, owner: str, dead_letter: DeadLetter) -> None:
     """One call for the fleet; returns if Sellercloud answered, raises what kept it from it."""
     with rt.limiter.probing():
-        waiting = state.order_id if state.kind != CREDENTIALS else None
+        waiting = rt.gate.probe_order(state) if state.kind != CREDENTIALS else None
         if waiting is not None and _send_waiting(rt, waiting, owner, dead_letter):
             return
         try:

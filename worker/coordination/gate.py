@@ -183,6 +183,15 @@ class FleetGate:
         self.store.delete(GATE_KEY, STREAK_KEY)
 
     # Probing --------------------------------------------------------------------------------
+    def probe_order(self, state: GateState) -> int | None:
+        """Which order's waiting changes the next probe sends: each probe takes the next of the
+        orders whose failures made the outage, so one order that fails for reasons of its own
+        cannot keep the fleet paused."""
+        candidates = sorted({int(m) for m in self.store.members(STREAK_KEY) if m.isdigit()})
+        if state.order_id is not None and state.order_id not in candidates:
+            candidates.insert(0, state.order_id)
+        return candidates[state.probes % len(candidates)] if candidates else None
+
     def probe_turn(self, owner: str, hold: float) -> bool:
         """Take the fleet's one probe turn for up to ``hold`` seconds; False if another has it."""
         return self.store.claim(PROBE_KEY, owner, hold)

@@ -170,6 +170,10 @@ class RedisStore:
         if keys:
             self._call(lambda: self._client.delete(*keys))
 
+    def members(self, key: str) -> list[str]:
+        found: Any = self._call(lambda: self._client.smembers(key))
+        return [str(member) for member in found]
+
     def hash_put(self, key: str, fields: dict[str, str], ttl: float) -> None:
         def write() -> None:
             with self._client.pipeline() as pipe:

@@ -149,6 +149,9 @@ class SqliteStore:
 
         self._run(delete)
 
+    def members(self, key: str) -> list[str]:
+        return list(self._run(lambda db, now: self._hash_get_all(db, key, now)))
+
     def hash_put(self, key: str, fields: dict[str, str], ttl: float) -> None:
         self._run(lambda db, now: self._hash_put(db, key, fields, now, ttl))
 

@@ -62,6 +62,9 @@ class Store(Protocol):
     def delete(self, *keys: str) -> None:
         """Delete each key, whatever it holds (a value, a hash, a set)."""
 
+    def members(self, key: str) -> list[str]:
+        """The members of a set ``note_failure`` keeps, in no particular order."""
+
     def hash_put(self, key: str, fields: dict[str, str], ttl: float) -> None:
         """Set fields of a hash and (re)set the whole hash's lifetime."""
 
