@@ -33,14 +33,7 @@ from worker.intake.consumer import EventConsumerStep
 from worker.observability import endpoint
 from worker.observability.logs import configure_logging, wants_json
 from worker.outbox.tasks import beat_schedule as outbox_beat_schedule
-from worker.settings import (
-    ConfigError,
-    api_settings,
-    broker_settings,
-    fleet_settings,
-    log_settings,
-    metrics_port,
-)
+from worker.settings import ConfigError, broker_settings, log_settings, worker_settings
 
 log = structlog.get_logger(__name__)
 
@@ -130,9 +123,8 @@ def _setup_logging(**_: Any) -> None:
 def _check_settings(sender: Any = None, **_: Any) -> None:
     """Stop at start, with one clear message, when the Sellercloud settings are wrong."""
     try:
-        settings = api_settings()
-        fleet = fleet_settings()
-        port = metrics_port()
+        checked = worker_settings()
+        settings, fleet, port = checked.api, checked.fleet, checked.metrics_port
     except ConfigError as exc:
         log.critical("worker cannot start", error=str(exc))
         sys.exit(2)

@@ -67,9 +67,9 @@ def data_dir(environ: Mapping[str, str] = os.environ) -> Path:
 
 def broker_settings(environ: Mapping[str, str] = os.environ) -> BrokerSettings:
     reader = _Reader(environ)
-    visibility = reader.number("ORDER_SYNC_REDIS_VISIBILITY_TIMEOUT", 3600.0, float, 1)
-    if reader.problems:
-        raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
+    visibility = reader.checked(
+        reader.number("ORDER_SYNC_REDIS_VISIBILITY_TIMEOUT", 3600.0, float, 1)
+    )
     url = environ.get("CELERY_BROKER_URL", "").strip()
     if url:
         return BrokerSettings(url=url, embedded_dir=None, redis_visibility_timeout=visibility)
@@ -99,6 +99,12 @@ class _Reader:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
         self.problems: list[str] = []
+
+    def checked(self, value: T) -> T:
+        """``value``, unless a setting read so far was wrong: then one error naming each."""
+        if self.problems:
+            raise ConfigError("invalid configuration: " + "; ".join(self.problems))
+        return value
 
     def text(self, name: str) -> str:
         value = self.environ.get(name, "").strip()
@@ -191,9 +197,7 @@ def fleet_settings(environ: Mapping[str, str] = os.environ) -> FleetSettings:
         outage_threshold=reader.number("ORDER_SYNC_OUTAGE_THRESHOLD", 5, int, 2),
         probe_interval_max=reader.number("ORDER_SYNC_PROBE_INTERVAL_MAX", 30.0, float, 1),
     )
-    if reader.problems:
-        raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
-    return settings
+    return reader.checked(settings)
 
 
 def metrics_requested(environ: Mapping[str, str] = os.environ) -> bool:
@@ -217,10 +221,7 @@ def credentials(environ: Mapping[str, str] = os.environ) -> tuple[str, str]:
     """The Sellercloud username and password as they are now: the password file is read again
     on every call, so a rotated password is used from the next token request on."""
     reader = _Reader(environ)
-    username, password = reader.text("SELLERCLOUD_USERNAME"), reader.password()
-    if reader.problems:
-        raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
-    return username, password
+    return reader.checked((reader.text("SELLERCLOUD_USERNAME"), reader.password()))
 
 
 def api_settings(environ: Mapping[str, str] = os.environ) -> ApiSettings:
@@ -235,9 +236,33 @@ def api_settings(environ: Mapping[str, str] = os.environ) -> ApiSettings:
         retry_backoff_max=reader.number("ORDER_SYNC_RETRY_BACKOFF_MAX", 600.0, float, 0.001),
         http_timeout=reader.number("ORDER_SYNC_HTTP_TIMEOUT", 30.0, float, 0.1),
     )
-    if reader.problems:
-        raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
-    return settings
+    return reader.checked(settings)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What a worker needs beyond its broker, checked together when it starts."""
+
+    api: ApiSettings
+    fleet: FleetSettings
+    metrics_port: int | None
+
+
+def worker_settings(environ: Mapping[str, str] = os.environ) -> WorkerSettings:
+    """Every setting a worker reads; raises one ConfigError naming every problem of them all."""
+    problems: list[str] = []
+
+    def read(settings: Callable[[Mapping[str, str]], T]) -> T | None:
+        try:
+            return settings(environ)
+        except ConfigError as exc:
+            problems.append(str(exc).removeprefix("invalid configuration: "))
+            return None
+
+    api, fleet, port = read(api_settings), read(fleet_settings), read(metrics_port)
+    if problems or api is None or fleet is None:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    return WorkerSettings(api, fleet, port)
 
 
 @dataclass(frozen=True)
@@ -260,11 +285,11 @@ def outbox_settings(environ: Mapping[str, str] = os.environ) -> OutboxSettings:
             "ORDER_SYNC_OUTBOX_URL must be a SQLAlchemy URL such as "
             "postgresql+psycopg://user@host:5432/db"
         )
-    if reader.problems:
-        raise ConfigError("invalid configuration: " + "; ".join(reader.problems))
-    return OutboxSettings(
-        url=url or f"sqlite:///{data_dir(environ) / 'outbox.sqlite3'}",
-        interval=interval,
-        batch=batch,
-        retention_days=retention,
+    return reader.checked(
+        OutboxSettings(
+            url=url or f"sqlite:///{data_dir(environ) / 'outbox.sqlite3'}",
+            interval=interval,
+            batch=batch,
+            retention_days=retention,
+        )
     )

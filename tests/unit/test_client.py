@@ -12,14 +12,13 @@ import requests
 import responses
 from responses import matchers
 
-from worker.sellercloud import (
+from worker.sellercloud import SellercloudClient, TokenCache
+from worker.sellercloud.errors import (
     ApiUnavailable,
     AuthenticationFailed,
     OrderNotFound,
     RateLimited,
     RequestRejected,
-    SellercloudClient,
-    TokenCache,
 )
 
 BASE = "https://tt.api.sellercloud.com/rest/api"

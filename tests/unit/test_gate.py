@@ -3,11 +3,7 @@ at a time; a closed gate stops every call but the probe."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-import redis
 
 from worker.coordination.gate import (
     API_UNAVAILABLE,
@@ -21,22 +17,7 @@ from worker.coordination.gate import (
 from worker.coordination.orders import OrderCoordinator
 from worker.coordination.rate import Rate
 from worker.coordination.ratelimit import FleetRateLimiter
-from worker.coordination.redis_store import RedisStore
-from worker.coordination.sqlite_store import SqliteStore
 from worker.coordination.store import Store
-
-REDIS_URL = "redis://127.0.0.1:6379/11"
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "redis":
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        found: Store = RedisStore(REDIS_URL)
-    else:
-        found = SqliteStore(str(tmp_path / "state.sqlite3"))
-    yield found
-    found.close()
 
 
 class Clock:

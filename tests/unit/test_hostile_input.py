@@ -17,6 +17,7 @@ from schemas.event import ADDRESS_FIELDS
 from worker.apply.runtime import Runtime
 from worker.apply.sync import apply_event
 from worker.broker.topology import EVENTS_QUEUE
+from worker.cli.demo import ADDRESS as DEMO_ADDRESS
 from worker.deadletter.entries import EventContext
 from worker.intake import envelope as pipeline
 from worker.sellercloud import SellercloudClient
@@ -88,14 +89,9 @@ def test_any_bytes_with_any_content_type(body: bytes, content_type: str | None) 
     outcome(body, content_type)
 
 
+# The demo's address, in Sellercloud's spelling (an upstream may publish either).
 ADDRESS = {
-    "FirstName": "Ada",
-    "LastName": "Lovelace",
-    "AddressLine1": "12 Analytical Row",
-    "City": "Buffalo",
-    "ZipCode": "14201",
-    "Country": "US",
-    "State": "NY",
+    spec.pascal: DEMO_ADDRESS[spec.snake] for spec in ADDRESS_FIELDS if spec.snake in DEMO_ADDRESS
 }
 TEXT_FIELDS = [spec.pascal for spec in ADDRESS_FIELDS if spec.snake not in ("country", "state")]
 CONTROL_CHARACTERS = [chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))]

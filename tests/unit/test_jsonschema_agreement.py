@@ -44,6 +44,7 @@ from schemas.event import (
 )
 from schemas.fields import INT32_MAX
 from schemas.jsonschema import event_json_schema
+from worker.cli.demo import ADDRESS
 
 ROOT = Path(__file__).resolve().parents[2]
 JS = ROOT / "tests" / "js"
@@ -432,15 +433,7 @@ def cases(draw: st.DrawFn) -> tuple[str, str]:
 # Cases found worth keeping, compared on every run whatever the generator draws: each is where
 # a validator could read the contract differently.
 
-_ADDRESS = {
-    "first_name": "Ada",
-    "last_name": "Lovelace",
-    "address_line_1": "12 Analytical Row",
-    "city": "Buffalo",
-    "zip_code": "14201",
-    "country": "US",
-    "state": "NY",
-}
+_ADDRESS = ADDRESS
 
 
 def _event(changes: Any = None, **top: Any) -> dict[str, Any]:

@@ -21,14 +21,7 @@ from worker.coordination.store import StoreUnavailable
 from worker.deadletter.entries import EventContext
 from worker.deadletter.reasons import INTERNAL_ERROR, INVALID_EVENT
 from worker.intake.envelope import EventRejected
-from worker.sellercloud.errors import (
-    ApiUnavailable,
-    AuthenticationFailed,
-    CredentialsRefused,
-    OrderNotFound,
-    RateLimited,
-    RequestRejected,
-)
+from worker.sellercloud import errors as api
 
 # The top of the jitter range, so every wait is predictable.
 POLICY = RetryPolicy(max_retries=3, backoff_base=2.0, backoff_max=60.0, uniform=lambda a, b: b)
@@ -67,7 +60,7 @@ def test_a_429_from_the_api_pauses_the_whole_fleet_and_counts_nothing() -> None:
         paused.append((until, wait))
         return 30.0
 
-    error = RateLimited("HTTP 429", status_code=429, reset_at=reset)
+    error = api.RateLimited("HTTP 429", status_code=429, reset_at=reset)
     later = POLICY.after_api_error(error, 5, 7, pause, OPEN)
     assert later == RetryLater(30.0, counted=False, reason="rate_limited", error="HTTP 429")
     assert paused == [(reset, 60.0)]
@@ -75,7 +68,7 @@ def test_a_429_from_the_api_pauses_the_whole_fleet_and_counts_nothing() -> None:
 
 def test_our_own_full_rate_limit_waits_for_its_slot_without_pausing_the_fleet() -> None:
     reset = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=100)
-    error = RateLimited("rate limit reached by the fleet", reset_at=reset)
+    error = api.RateLimited("rate limit reached by the fleet", reset_at=reset)
     later = POLICY.after_api_error(error, 0, 7, never_paused, OPEN)
     assert later is not None and not later.counted
     assert 99 < later.countdown <= 100
@@ -83,10 +76,10 @@ def test_our_own_full_rate_limit_waits_for_its_slot_without_pausing_the_fleet() 
 
 @pytest.mark.parametrize(
     "error",
-    [ApiUnavailable("HTTP 503", status_code=503), AuthenticationFailed("token refused")],
+    [api.ApiUnavailable("HTTP 503", status_code=503), api.AuthenticationFailed("token refused")],
 )
 def test_transient_failures_are_counted_until_the_budget_is_spent(error: Exception) -> None:
-    assert isinstance(error, ApiUnavailable | AuthenticationFailed)
+    assert isinstance(error, api.ApiUnavailable | api.AuthenticationFailed)
     for failures in range(3):
         later = POLICY.after_api_error(error, failures, 7, never_paused, OPEN)
         assert later is not None and later.counted and later.reason == error.reason
@@ -95,15 +88,15 @@ def test_transient_failures_are_counted_until_the_budget_is_spent(error: Excepti
 
 
 @pytest.mark.parametrize(
-    "error", [RequestRejected("HTTP 409", status_code=409), OrderNotFound("HTTP 404")]
+    "error", [api.RequestRejected("HTTP 409", status_code=409), api.OrderNotFound("HTTP 404")]
 )
-def test_a_refused_request_is_never_retried(error: RequestRejected) -> None:
+def test_a_refused_request_is_never_retried(error: api.RequestRejected) -> None:
     assert POLICY.after_api_error(error, 0, 7, never_paused, OPEN) is None
 
 
 def test_a_transient_failure_that_closes_the_gate_hands_the_event_back_uncounted() -> None:
     gate = Gate(closes_after=1)
-    error = ApiUnavailable("HTTP 503", status_code=503)
+    error = api.ApiUnavailable("HTTP 503", status_code=503)
     decision = POLICY.after_api_error(error, 0, 7, never_paused, gate)
     assert isinstance(decision, FleetPaused) and gate.failures == [7]
     # Even with the retries used up: an outage dead-letters nothing.
@@ -112,7 +105,7 @@ def test_a_transient_failure_that_closes_the_gate_hands_the_event_back_uncounted
 
 def test_refused_credentials_pause_the_fleet_at_once() -> None:
     gate = Gate()
-    error = CredentialsRefused("token endpoint refused the credentials: HTTP 400")
+    error = api.CredentialsRefused("token endpoint refused the credentials: HTTP 400")
     decision = POLICY.after_api_error(error, 0, 7, never_paused, gate)
     assert isinstance(decision, FleetPaused) and gate.refused == [error]
     assert gate.failures == []
@@ -120,7 +113,9 @@ def test_refused_credentials_pause_the_fleet_at_once() -> None:
 
 def test_a_refused_request_says_nothing_about_an_outage() -> None:
     gate = Gate(closes_after=1)
-    POLICY.after_api_error(RequestRejected("HTTP 400", status_code=400), 0, 7, never_paused, gate)
+    POLICY.after_api_error(
+        api.RequestRejected("HTTP 400", status_code=400), 0, 7, never_paused, gate
+    )
     assert gate.failures == []
 
 
@@ -172,8 +167,8 @@ def test_every_retry_reason_the_policy_gives_is_declared() -> None:
         POLICY.order_busy().reason,
         STORE_UNAVAILABLE,
         FLEET_PAUSED,
-        RateLimited("x").reason,
-        ApiUnavailable("x").reason,
-        AuthenticationFailed("x").reason,
+        api.RateLimited("x").reason,
+        api.ApiUnavailable("x").reason,
+        api.AuthenticationFailed("x").reason,
     }
     assert reasons == set(RETRY_REASONS)

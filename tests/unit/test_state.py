@@ -7,12 +7,10 @@ import datetime as dt
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import redis
 
 from schemas.event import load_event
 from worker.coordination import sqlite_store
@@ -25,17 +23,6 @@ from worker.coordination.store import Entry, Lock, Store, StoreUnavailable
 from worker.sellercloud.errors import RateLimited
 
 REDIS_URL = "redis://127.0.0.1:6379/12"
-
-
-@pytest.fixture(params=["redis", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "redis":
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        opened: Store = RedisStore(REDIS_URL)
-    else:
-        opened = SqliteStore(str(tmp_path / "state.sqlite3"))
-    yield opened
-    opened.close()
 
 
 def test_claim_is_exclusive_until_released_or_expired(store: Store) -> None:

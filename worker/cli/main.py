@@ -16,14 +16,7 @@ from worker.cli.dlq import dlq_group
 from worker.cli.fleet import pause_command, resume_command
 from worker.cli.ops import health_command, status_command
 from worker.cli.outbox import beat, outbox_group
-from worker.settings import (
-    ConfigError,
-    api_settings,
-    broker_settings,
-    fleet_settings,
-    log_settings,
-    metrics_port,
-)
+from worker.settings import ConfigError, broker_settings, log_settings, worker_settings
 from worker.simulator.command import simulator_command
 
 EXIT_FAILED = 1
@@ -56,9 +49,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
     if not {"-h", "--help"} & set(celery_args):
         try:
             broker_settings()
-            api_settings()
-            fleet_settings()
-            metrics_port()
+            worker_settings()
         except ConfigError as exc:
             click.echo(f"order-sync worker: {exc}", err=True)
             sys.exit(EXIT_USAGE)

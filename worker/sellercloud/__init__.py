@@ -1,29 +1,8 @@
-"""Sellercloud REST API client: bearer-token auth, Update Order, and the errors they raise."""
+"""Sellercloud REST API client: bearer-token auth, Update Order, and the errors they raise
+(``errors``: the exception tree, documented there)."""
 
+from worker.sellercloud import errors
 from worker.sellercloud.auth import BearerTokenAuth, Token, TokenCache
 from worker.sellercloud.client import SellercloudClient
-from worker.sellercloud.errors import (
-    ApiUnavailable,
-    AuthenticationFailed,
-    CredentialsRefused,
-    OrderNotFound,
-    RateLimited,
-    RequestRejected,
-    SellercloudError,
-    TransientError,
-)
 
-__all__ = [
-    "ApiUnavailable",
-    "AuthenticationFailed",
-    "BearerTokenAuth",
-    "CredentialsRefused",
-    "OrderNotFound",
-    "RateLimited",
-    "RequestRejected",
-    "SellercloudClient",
-    "SellercloudError",
-    "Token",
-    "TokenCache",
-    "TransientError",
-]
+__all__ = ["BearerTokenAuth", "SellercloudClient", "Token", "TokenCache", "errors"]
