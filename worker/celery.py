@@ -29,6 +29,7 @@ from celery.utils.nodenames import default_nodename, host_format
 from worker.apply import runtime
 from worker.broker.connection import redacted, transport_options, warn_if_embedded
 from worker.broker.topology import TASKS_QUEUE
+from worker.coordination.gate import GateState
 from worker.intake.consumer import EventConsumerStep
 from worker.observability import endpoint
 from worker.observability.logs import configure_logging, wants_json
@@ -119,6 +120,12 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(log_settings())
 
 
+def _gate_state() -> GateState | None:
+    # At each scrape, not now: the runtime (and its client) must be built after the pool size
+    # is known, below.
+    return runtime.current().gate.state()
+
+
 @signals.worker_init.connect
 def _check_settings(sender: Any = None, **_: Any) -> None:
     """Stop at start, with one clear message, when the Sellercloud settings are wrong."""
@@ -129,7 +136,7 @@ def _check_settings(sender: Any = None, **_: Any) -> None:
         log.critical("worker cannot start", error=str(exc))
         sys.exit(2)
     if port is not None:
-        endpoint.serve(port, BROKER, fleet)
+        endpoint.serve(port, BROKER, _gate_state)
     if sender is not None:
         runtime.pool_size = int(getattr(sender, "concurrency", 10) or 10)
     warn_if_embedded(BROKER)

@@ -487,6 +487,8 @@ def exposed_series(tmp_path: Path) -> dict[str, dict[str, set[str]]]:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
+    from worker.coordination.gate import FleetGate, GateSettings
+    from worker.coordination.sqlite_store import SqliteStore
     from worker.observability import metrics
     from worker.observability.endpoint import FleetGateCollector, QueueDepthCollector
     from worker.settings import broker_settings, fleet_settings
@@ -496,7 +498,9 @@ def exposed_series(tmp_path: Path) -> dict[str, dict[str, set[str]]]:
         registry.register(metric)
     broker = broker_settings({"ORDER_SYNC_DATA_DIR": str(tmp_path)})
     registry.register(QueueDepthCollector(broker))
-    registry.register(FleetGateCollector(fleet_settings({"ORDER_SYNC_DATA_DIR": str(tmp_path)})))
+    fleet = fleet_settings({"ORDER_SYNC_DATA_DIR": str(tmp_path)})
+    gate = FleetGate(SqliteStore(str(fleet.store_path)), GateSettings(5, 30.0))
+    registry.register(FleetGateCollector(gate.state))
     labelled = [metric for metric in metrics.ALL if metric._labelnames]
     for metric in labelled:
         metric.labels(*["dummy"] * len(metric._labelnames))

@@ -146,18 +146,14 @@ class FleetGate:
         before = self.state()
         if before is not None and before.kind != API_UNAVAILABLE:
             return False
-        state = GateState(
-            CREDENTIALS,
-            since=before.since if before else self.clock(),
-            reason=(
-                "the token endpoint refused the username and password; fix "
-                "SELLERCLOUD_PASSWORD(_FILE) or SELLERCLOUD_USERNAME, or run order-sync resume"
-            ),
-            error=str(error),
+        reason = (
+            "the token endpoint refused the username and password; fix "
+            "SELLERCLOUD_PASSWORD(_FILE) or SELLERCLOUD_USERNAME, or run order-sync resume"
         )
         if before is None:
-            changed = self.store.claim(GATE_KEY, state.dumps(), FOREVER)
-        else:
+            changed = self.close(CREDENTIALS, reason, str(error))
+        else:  # an outage turned out to be the credentials: keep since when calls stopped
+            state = GateState(CREDENTIALS, since=before.since, reason=reason, error=str(error))
             self.store.put(GATE_KEY, state.dumps())
             changed = True
         if changed:

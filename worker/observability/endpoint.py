@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -21,8 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from worker.broker.connection import connect, queue_depths
-from worker.coordination.backends import open_store
-from worker.coordination.gate import GATE_KEY, KINDS, GateState
+from worker.coordination.gate import KINDS, GateState
 from worker.deadletter.reasons import REASONS
 from worker.observability import health
 from worker.observability.metrics import (
@@ -32,7 +31,7 @@ from worker.observability.metrics import (
     QUEUE_MESSAGES,
 )
 from worker.observability.storage import MULTIPROC_ENV
-from worker.settings import BrokerSettings, FleetSettings
+from worker.settings import BrokerSettings
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -60,8 +59,8 @@ class QueueDepthCollector(Collector):
 class FleetGateCollector(Collector):
     """Whether the fleet is paused, and for how long, read from its store at each scrape."""
 
-    def __init__(self, fleet: FleetSettings) -> None:
-        self.fleet = fleet
+    def __init__(self, gate_state: Callable[[], GateState | None]) -> None:
+        self.gate_state = gate_state  # the worker's own FleetGate.state: no new connection
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         paused = GaugeMetricFamily(
@@ -71,14 +70,9 @@ class FleetGateCollector(Collector):
             FLEET_PAUSED_SECONDS, "Seconds the fleet has been paused (0 while calls flow)."
         )
         try:
-            store = open_store(self.fleet.redis_url, str(self.fleet.store_path))
-            try:
-                raw = store.get(GATE_KEY)
-            finally:
-                store.close()
+            state = self.gate_state()
         except Exception:  # a scrape must not fail because the store is down: no sample then
             return
-        state = GateState.loads(raw) if raw else None
         for kind in KINDS:
             paused.add_metric([kind], 1.0 if state and state.kind == kind else 0.0)
         seconds.add_metric([], max(0.0, time.time() - state.since) if state else 0.0)
@@ -89,7 +83,7 @@ class FleetGateCollector(Collector):
 def serve(
     port: int,
     broker: BrokerSettings,
-    fleet: FleetSettings,
+    gate_state: Callable[[], GateState | None],
     environ: Mapping[str, str] = os.environ,
 ) -> None:
     """Serve every process's metrics, summed, on ``port`` (call once, in the main process)."""
@@ -101,7 +95,7 @@ def serve(
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(QueueDepthCollector(broker))
-    registry.register(FleetGateCollector(fleet))
+    registry.register(FleetGateCollector(gate_state))
     server = make_server("", port, app(registry, health.WORKER), _Server, _QuietHandler)
     threading.Thread(target=server.serve_forever, name="metrics-endpoint", daemon=True).start()
 
