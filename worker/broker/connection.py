@@ -13,7 +13,7 @@ import structlog
 from kombu import Connection
 
 from worker.broker import embedded
-from worker.broker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
+from worker.broker.topology import DEAD_LETTER_QUEUE, EVENT_QUEUES, TASKS_QUEUE
 from worker.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
@@ -65,7 +65,7 @@ def queue_depths(connection: Connection) -> dict[str, int]:
     channel: Any = connection.channel()
     try:
         depths = {}
-        for queue in (EVENTS_QUEUE, TASKS_QUEUE, DEAD_LETTER_QUEUE):
+        for queue in (*EVENT_QUEUES, TASKS_QUEUE, DEAD_LETTER_QUEUE):
             bound: Any = queue(channel)
             depths[queue.name] = int(bound.queue_declare().message_count)
         return depths

@@ -16,6 +16,17 @@ EVENT_ROUTING_KEY = "order.changed"
 EVENTS_QUEUE = Queue(
     "order-sync.events", exchange=EVENTS_EXCHANGE, routing_key=EVENT_ROUTING_KEY, durable=True
 )
+#: Bulk events (re-syncs, replays, catch-ups) are published with this routing key and wait in a
+#: queue of their own, so a live change never waits behind a bulk backlog in the broker.
+BULK_ROUTING_KEY = "order.changed.bulk"
+EVENTS_BULK_QUEUE = Queue(
+    "order-sync.events.bulk",
+    exchange=EVENTS_EXCHANGE,
+    routing_key=BULK_ROUTING_KEY,
+    durable=True,
+)
+#: Both queues of upstream events, live first.
+EVENT_QUEUES = (EVENTS_QUEUE, EVENTS_BULK_QUEUE)
 
 #: Celery task messages for the worker pool: retries, and tasks queued by other means.
 TASKS_EXCHANGE = Exchange("order-sync.tasks", type="direct", durable=True)
@@ -32,4 +43,4 @@ DEAD_LETTER_QUEUE = Queue(
     durable=True,
 )
 
-PUBLISHER_QUEUES = (EVENTS_QUEUE, DEAD_LETTER_QUEUE)
+PUBLISHER_QUEUES = (*EVENT_QUEUES, DEAD_LETTER_QUEUE)
