@@ -27,7 +27,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from worker.apply import retry
-from worker.broker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
+from worker.broker.topology import DEAD_LETTER_QUEUE, EVENT_QUEUES, TASKS_QUEUE
 from worker.coordination import gate
 from worker.deadletter import reasons as deadletter
 from worker.observability import metrics
@@ -247,7 +247,7 @@ METRICS_SECTION = "Metrics and alerts"
 LabelValues = frozenset[str] | re.Pattern[str]
 RETRY_REASONS = frozenset(retry.RETRY_REASONS)
 DEAD_LETTER_REASONS = frozenset(deadletter.REASONS)
-QUEUES = frozenset(queue.name for queue in (EVENTS_QUEUE, TASKS_QUEUE, DEAD_LETTER_QUEUE))
+QUEUES = frozenset(queue.name for queue in (*EVENT_QUEUES, TASKS_QUEUE, DEAD_LETTER_QUEUE))
 # The values of every label of metrics.ALL. Those the worker declares are imported; the others are
 # literals at the call sites that set them (intake, apply, observe_api_call), copied here.
 LABEL_VALUES: dict[MetricWrapperBase, dict[str, LabelValues]] = {
