@@ -1,0 +1,95 @@
+"""What the fleet is doing now, read from the broker and the shared store: the figures
+``order-sync status`` prints and the console shows. Each call opens its own connections."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import time
+from typing import Any
+
+from worker.deadletter.operations import parse_time
+from worker.settings import broker_settings, fleet_settings
+
+
+def queue_depths() -> dict[str, int]:
+    from worker.broker.connection import connect, queue_depths
+
+    with connect(broker_settings()) as connection:
+        return queue_depths(connection)
+
+
+def oldest_waiting() -> dict[str, Any] | None:
+    """The event at the head of the events queue, looked at and handed back."""
+    from worker.broker.connection import connect
+    from worker.broker.topology import EVENTS_QUEUE
+
+    with connect(broker_settings()) as connection:
+        channel: Any = connection.channel()
+        try:
+            message = EVENTS_QUEUE(channel).get(no_ack=False)
+            if message is None:
+                return None
+            try:
+                event = json.loads(message.body or b"")
+            except (TypeError, ValueError):
+                return {"event_id": None, "note": "not JSON"}
+        finally:
+            channel.close()  # unacknowledged: the message goes back to the head of the queue
+    occurred = str(event.get("occurred_at", "")) if isinstance(event, dict) else ""
+    age = None
+    with contextlib.suppress(ValueError):
+        age = round((dt.datetime.now(dt.UTC) - parse_time(occurred)).total_seconds(), 1)
+    return {
+        "event_id": event.get("event_id") if isinstance(event, dict) else None,
+        "occurred_at": occurred or None,
+        "age_seconds": age,
+    }
+
+
+def fleet_state() -> dict[str, Any]:
+    from worker.coordination.backends import open_store
+    from worker.coordination.gate import GATE_KEY, GateState
+    from worker.coordination.ratelimit import PAUSE_KEY, SLOT_KEY
+    from worker.coordination.tokens import TOKEN_KEY
+
+    fleet = fleet_settings()
+    store = open_store(fleet.redis_url, str(fleet.store_path))
+    try:
+        now = time.time()
+        next_slot = float(store.get(SLOT_KEY) or 0)
+        paused_until = float(store.get(PAUSE_KEY) or 0)
+        token = store.get(TOKEN_KEY)
+        gate = store.get(GATE_KEY)
+    finally:
+        store.close()
+    token_age = None
+    if token is not None:
+        record = json.loads(token)
+        token_age = round(now - (float(record["expires_at"]) - float(record["lifetime"])), 1)
+    closed = GateState.loads(gate) if gate else None
+    return {
+        # Whether the fleet calls Sellercloud: "open", or why not (coordination.gate).
+        "calls": "open" if closed is None else f"paused: {closed.kind}",
+        **(paused(closed, now) if closed else {}),
+        "store": "redis" if fleet.redis_url else f"sqlite {fleet.store_path}",
+        "rate_limit": str(fleet.rate_limit) if fleet.rate_limit else "off",
+        # Slots already promised to callers: how far ahead the fleet has booked the budget.
+        "rate_budget_booked_seconds": round(max(0.0, next_slot - now), 1),
+        "paused_for_seconds": round(max(0.0, paused_until - now), 1),
+        "token_age_seconds": token_age,
+    }
+
+
+def paused(state: Any, now: float) -> dict[str, Any]:
+    return {
+        "paused_since": dt.datetime.fromtimestamp(state.since, dt.UTC).isoformat(),
+        "paused_seconds": round(now - state.since, 1),
+        "paused_because": state.reason,
+        "paused_last_error": state.error or None,
+        "paused_by": state.by or None,
+        "next_probe_in_seconds": (
+            round(max(0.0, state.next_probe_at - now), 1) if state.next_probe_at else None
+        ),
+    }
