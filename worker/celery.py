@@ -29,6 +29,7 @@ from celery.utils.nodenames import default_nodename, host_format
 from worker.apply import runtime
 from worker.broker.connection import redacted, transport_options, warn_if_embedded
 from worker.broker.topology import TASKS_QUEUE
+from worker.coordination.backlog import BacklogReport, backlog_report
 from worker.coordination.gate import GateState
 from worker.intake.consumer import EventConsumerStep
 from worker.observability import endpoint
@@ -126,6 +127,11 @@ def _gate_state() -> GateState | None:
     return runtime.current().gate.state()
 
 
+def _backlog() -> BacklogReport:
+    rt = runtime.current()
+    return backlog_report(rt.coordinator, rt.fleet.rate_limit)
+
+
 @signals.worker_init.connect
 def _check_settings(sender: Any = None, **_: Any) -> None:
     """Stop at start, with one clear message, when the Sellercloud settings are wrong."""
@@ -136,7 +142,7 @@ def _check_settings(sender: Any = None, **_: Any) -> None:
         log.critical("worker cannot start", error=str(exc))
         sys.exit(2)
     if port is not None:
-        endpoint.serve(port, BROKER, _gate_state)
+        endpoint.serve(port, BROKER, _gate_state, _backlog)
     if sender is not None:
         runtime.pool_size = int(getattr(sender, "concurrency", 10) or 10)
     warn_if_embedded(BROKER)

@@ -178,6 +178,11 @@ class FleetSettings:
     # An outage: this many different orders failing in a row with transient errors.
     outage_threshold: int = 5
     probe_interval_max: float = 30.0  # the longest wait between two probes of an outage
+    # Under a rate limit, while a backlog is still being read from the broker, an order's turn
+    # waits until the rest is read (its other events may be in it), at most this long.
+    backlog_hold: float = 30.0
+    # While both lanes wait, every n-th turn goes to bulk (n = 1 / share).
+    bulk_share: float = 0.2
 
 
 def fleet_settings(environ: Mapping[str, str] = os.environ) -> FleetSettings:
@@ -196,7 +201,13 @@ def fleet_settings(environ: Mapping[str, str] = os.environ) -> FleetSettings:
         order_lock_ttl=reader.number("ORDER_SYNC_ORDER_LOCK_TTL", 75.0, float, 1),
         outage_threshold=reader.number("ORDER_SYNC_OUTAGE_THRESHOLD", 5, int, 2),
         probe_interval_max=reader.number("ORDER_SYNC_PROBE_INTERVAL_MAX", 30.0, float, 1),
+        backlog_hold=reader.number("ORDER_SYNC_BACKLOG_HOLD", 30.0, float, 0),
+        bulk_share=reader.number("ORDER_SYNC_BULK_SHARE", 0.2, float, 0.01),
     )
+    if settings.bulk_share > 1:
+        reader.problems.append(
+            f"ORDER_SYNC_BULK_SHARE must be at most 1 (got {settings.bulk_share:g})"
+        )
     return reader.checked(settings)
 
 

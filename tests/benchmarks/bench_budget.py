@@ -48,7 +48,9 @@ from tests.benchmarks.harness import (
 )
 from tests.support import wait_for
 from worker.broker.topology import (
+    BULK_ROUTING_KEY,
     DEAD_LETTER_QUEUE,
+    EVENT_QUEUES,
     EVENT_ROUTING_KEY,
     EVENTS_EXCHANGE,
     EVENTS_QUEUE,
@@ -99,15 +101,16 @@ def newest(events: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     }
 
 
-def publish(events: list[dict[str, Any]]) -> None:
+def publish(events: list[dict[str, Any]], routing_key: str = EVENT_ROUTING_KEY) -> None:
     with Connection(RABBITMQ_URL) as connection:
         producer = Producer(connection)
-        EVENTS_QUEUE(connection.default_channel).declare()
+        for queue in EVENT_QUEUES:
+            queue(connection.default_channel).declare()
         for event in events:
             producer.publish(
                 json.dumps(event, separators=(",", ":")).encode(),
                 exchange=EVENTS_EXCHANGE,
-                routing_key=EVENT_ROUTING_KEY,
+                routing_key=routing_key,
                 content_type="application/json",
                 content_encoding="utf-8",
                 delivery_mode=2,
@@ -157,8 +160,10 @@ def scenario(args: argparse.Namespace, workers: int, out: Path) -> dict[str, Any
     reset_broker()
     events = backlog(args.orders, args.per_order, args.seed)
     want = newest(events)
-    publish(events)
-    wait_for(lambda: queue_depth(EVENTS_QUEUE.name) >= len(events), 120, "the backlog")
+    bulk = args.lane == "bulk"
+    publish(events, BULK_ROUTING_KEY if bulk else EVENT_ROUTING_KEY)
+    backlog_queue = EVENT_QUEUES[1] if bulk else EVENTS_QUEUE
+    wait_for(lambda: queue_depth(backlog_queue.name) >= len(events), 120, "the backlog")
     simulator = Simulator()
     limit = f"{args.limit}/s"
     simulator.session.post(
@@ -229,6 +234,7 @@ def scenario(args: argparse.Namespace, workers: int, out: Path) -> dict[str, Any
     drain = None if drained_at is None else drained_at - started
     report: dict[str, Any] = {
         "workers": workers,
+        "lane": args.lane,
         "events": len(events),
         "orders": args.orders,
         "limit_per_s": args.limit,
@@ -384,13 +390,16 @@ def main() -> None:
     parser.add_argument("--live-after", type=float, default=10, help="-1: no live change")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per scenario")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--lane", choices=("live", "bulk"), default="live", help="publish the backlog as"
+    )
     parser.add_argument("--scale", action="store_true", help="30,000 events / 3,000 orders / 50/s")
     parser.add_argument("--out", type=Path, help="keep request logs and worker logs here")
     args = parser.parse_args()
     if args.scale:
         args.orders, args.limit = 3000, 50
         args.timeout = max(args.timeout, 900)
-    report: dict[str, Any] = {"machine": machine(), "scenarios": []}
+    report: dict[str, Any] = {"machine": machine(), "lane": args.lane, "scenarios": []}
     with tempfile.TemporaryDirectory() as folder:
         root = args.out or Path(folder)
         for workers in args.workers:

@@ -27,6 +27,7 @@ from kombu import Connection, Producer
 from tests.support import make_event, wait_for, worker_env
 from worker.broker.topology import (
     DEAD_LETTER_QUEUE,
+    EVENT_QUEUES,
     EVENT_ROUTING_KEY,
     EVENTS_EXCHANGE,
     EVENTS_QUEUE,
@@ -95,7 +96,7 @@ def reset_broker() -> None:
     """Empty queues, so every run starts from exactly the backlog it publishes."""
     with Connection(RABBITMQ_URL) as connection:
         channel = connection.channel()
-        for queue in (EVENTS_QUEUE, TASKS_QUEUE, DEAD_LETTER_QUEUE):
+        for queue in (*EVENT_QUEUES, TASKS_QUEUE, DEAD_LETTER_QUEUE):
             bound = queue(channel)
             bound.declare()
             bound.purge()

@@ -9,7 +9,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.apply.retry import ORDER_BUSY, RetryPolicy
+from worker.apply.retry import RetryPolicy
 from worker.sellercloud.errors import ApiUnavailable
 
 # Whatever the settings allow (ORDER_SYNC_RETRY_BACKOFF and _MAX are at least 0.001).
@@ -92,10 +92,6 @@ def test_the_policy_waits_within_the_bounds(
     failures: int, base: float, cap: float, retries: int, share: float
 ) -> None:
     policy = RetryPolicy(retries, base, cap, uniform=lambda low, high: low + (high - low) * share)
-    busy = policy.order_busy()
-    assert busy.reason == ORDER_BUSY and not busy.counted
-    assert 0.2 <= busy.countdown <= ceiling(base, cap, 0) / 4 + 0.2
-
     later = policy.after_api_error(ApiUnavailable("502"), failures, 7, lambda *_: 0.0, OPEN_GATE)
     if failures >= retries:
         assert later is None  # retries used up: dead-letter

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from worker.apply.retry import RetryLater
 from worker.apply.runtime import Runtime
-from worker.apply.sync import DeadLetter, flush
+from worker.apply.sync import STALE, WAITING, DeadLetter, take_turn
 from worker.coordination.gate import CREDENTIALS, FleetPaused, GateState
+from worker.coordination.orders import LANES
 from worker.coordination.store import StoreUnavailable
 from worker.sellercloud.errors import CredentialsRefused, SellercloudError
 
@@ -35,16 +36,10 @@ def probe(rt: Runtime, state: GateState, owner: str, dead_letter: DeadLetter) ->
 
 def _send_waiting(rt: Runtime, order_id: int, owner: str, dead_letter: DeadLetter) -> bool:
     """Send what waits for ``order_id`` as one PUT; False if nothing waits or it is busy."""
-    coordinator = rt.coordinator
-    first = coordinator.claim(order_id, owner)
-    if first is None:
+    turn = rt.coordinator.next_turn(owner, {lane: 0.0 for lane in LANES}, only=order_id)
+    if turn is None:
         return False
-    if not first[0]:
-        coordinator.unlock(order_id, owner)
-        return False
-    try:
-        flush(rt, order_id, owner, first, 0, dead_letter, {})
-    except BaseException:
-        coordinator.unlock(order_id, owner)
-        raise
-    return True
+    outcome = take_turn(rt, turn, owner, dead_letter, slot_at=None)
+    if outcome == WAITING:
+        raise RetryLater(0.0, counted=False, reason="probe", error="the probe's call failed")
+    return outcome != STALE  # stale: nothing was new, so no call was made

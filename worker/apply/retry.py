@@ -1,20 +1,24 @@
 """The retry policy: every "retry, how long, counted or not, or dead-letter" decision.
 
+An order's turn (``worker.apply.sync.take_turn``) ends in one PUT for its pending events:
+
     what happened                              decision
-    the fleet's gate is closed (an outage,     hand the event back to the broker, not counted;
-      refused credentials, an operator)        it waits there until the gate opens
+    the fleet's gate is closed (an outage,     the events wait for a turn once the gate opens,
+      refused credentials, an operator)        not counted (``fleet_paused``)
     the token endpoint refused the             close the gate for the whole fleet
-      credentials                              (``coordination.gate``); hand the event back
+      credentials                              (``coordination.gate``); the events wait
     a transient failure that makes the         close the gate (an outage: several different
-      fleet's streak of failures long enough   orders failed in a row); hand the event back
+      fleet's streak of failures long enough   orders failed in a row); the events wait
     the API answered 429                       the whole fleet pauses until its reset; the
-                                               event comes back then, not counted
-    the fleet's own rate limit is full         come back at the next free slot, not counted
-    a transient failure (5xx, timeout, cut     come back after backoff, counted; past
-      connection, token trouble)               ORDER_SYNC_MAX_RETRIES: dead-letter
-                                               (``retries_exhausted``)
+                                               order's next turn comes then, not counted
+    a transient failure (5xx, timeout, cut     the order's next turn comes after backoff,
+      connection, token trouble)               counted; past ORDER_SYNC_MAX_RETRIES failures
+                                               in a row: dead-letter (``retries_exhausted``)
     the API refused the request (4xx)          dead-letter with the error's reason
-    another worker is writing the order        come back shortly, not counted (``order_busy``)
+
+Before that, an event that reaches a worker's task (``worker.apply.tasks``) is kept for its
+order's turn, unless:
+
     the shared store did not answer            come back in a few seconds, not counted
                                                (``store_unavailable``)
     the event can never succeed as published   dead-letter now with its reason
@@ -22,7 +26,7 @@
 
 Backoff is exponential with full jitter: a wait drawn from 0 to
 ``min(ORDER_SYNC_RETRY_BACKOFF_MAX, ORDER_SYNC_RETRY_BACKOFF * 2**failures)``. Waits that are
-not counted never use up an event's retries: they are the fleet's conditions, not the event's.
+not counted never use up an order's retries: they are the fleet's conditions, not the order's.
 """
 
 from __future__ import annotations
@@ -52,12 +56,10 @@ from worker.sellercloud.errors import (
 )
 from worker.settings import ApiSettings
 
-ORDER_BUSY = "order_busy"
 STORE_UNAVAILABLE = "store_unavailable"
 FLEET_PAUSED = "fleet_paused"
 #: Every ``reason`` a retry is counted under (the ``order_sync_retries_total`` label).
 RETRY_REASONS = (
-    ORDER_BUSY,
     STORE_UNAVAILABLE,
     FLEET_PAUSED,
     RateLimited.reason,
@@ -114,10 +116,6 @@ class RetryPolicy:
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** min(failures, 64))
         return self.uniform(0, ceiling)
 
-    def order_busy(self) -> RetryLater:
-        """Another writer holds the order and will take the event with its next PUT."""
-        return RetryLater(self.backoff(0) / 4 + 0.2, counted=False, reason=ORDER_BUSY)
-
     def after_api_error(
         self,
         error: SellercloudError,
@@ -148,9 +146,9 @@ class RetryPolicy:
                 )
         return None
 
-    def after_failure(self, exc: Exception) -> RetryLater | FleetPaused | DeadLetterNow:
+    def after_failure(self, exc: Exception) -> RetryLater | DeadLetterNow:
         """What becomes of an event whose task ended in ``exc`` (raised while handling it)."""
-        if isinstance(exc, RetryLater | FleetPaused):
+        if isinstance(exc, RetryLater):
             return exc
         if isinstance(exc, StoreUnavailable):
             return RetryLater(

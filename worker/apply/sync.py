@@ -1,25 +1,29 @@
-"""Bringing one order up to date: what the holder of an order's lock does.
+"""Bringing orders up to date: an event joins its order, and an order's turn sends one PUT.
 
-Plain functions over the runtime (store, limiter, client, retry policy); the Celery task only
-wires them up. When the event must come back later they raise ``retry.RetryLater``, as the
-policy in ``worker.apply.retry`` decides.
+Plain functions over the runtime (store, limiter, client, retry policy); the Celery task and
+the dispatcher only wire them up. ``absorb_event`` keeps a validated event in the shared store
+until its order's turn; ``take_turn`` sends everything pending for the order and settles it:
+applied, skipped as stale, dead-lettered, or back in line for a later turn, as the policy in
+``worker.apply.retry`` decides.
 """
 
 from __future__ import annotations
 
 import json
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import structlog
 
-from schemas.event import OrderChange
 from schemas.sellercloud import update_order_body
+from worker.apply.retry import FLEET_PAUSED, STORE_RETRY_SECONDS, RetryLater
 from worker.apply.runtime import Runtime
 from worker.coordination.gate import FleetPaused
-from worker.coordination.orders import DEAD_LETTERED, PendingEvent, Round
-from worker.deadletter.entries import EventContext, api_failure_entry
+from worker.coordination.orders import DEAD_LETTERED, OrderTurn, PendingEvent
+from worker.deadletter.entries import EventContext, api_failure_entry, internal_error_entry
 from worker.intake.envelope import prepare
 from worker.observability import metrics
 from worker.sellercloud.errors import SellercloudError, TransientError
@@ -27,118 +31,86 @@ from worker.sellercloud.errors import SellercloudError, TransientError
 log = structlog.get_logger(__name__)
 
 DeadLetter = Callable[[dict[str, Any]], None]
+#: What ``absorb_event`` returns for an event now waiting for its order's turn.
+PENDING = "pending"
+#: What ``take_turn`` returns when the order's events wait for a later turn, and when nothing
+#: in them was newer than what was applied (no call made).
+WAITING, STALE = "waiting", "stale"
 
 
-def apply_event(
+def absorb_event(
     rt: Runtime,
     envelope: dict[str, Any],
     validated: dict[str, Any] | None,
     context: EventContext,
-    *,
-    owner: str,
-    failures: int,
-    dead_letter: DeadLetter,
+    lane: str,
 ) -> str:
-    """Validate one event (unless the consumer did: ``validated``) and apply it with whatever
-    else is pending for its order; how far it got is kept in ``context``."""
+    """Validate one event (unless the consumer did: ``validated``) and keep it with its order
+    until the order's turn; how far it got is kept in ``context``. Returns ``PENDING``, or how
+    the event already ended."""
     event = prepare(envelope, context, validated)
-    return sync_event(rt, event, envelope, owner=owner, failures=failures, dead_letter=dead_letter)
-
-
-def sync_event(
-    rt: Runtime,
-    event: OrderChange,
-    envelope: dict[str, Any],
-    *,
-    owner: str,
-    failures: int,
-    dead_letter: DeadLetter,
-) -> str:
-    """Apply one validated event, together with whatever else is pending for its order."""
-    coordinator = rt.coordinator
-    finished, first = coordinator.begin(event, envelope, owner)
+    finished = rt.coordinator.absorb(event, envelope, lane)
     if finished is not None:
+        metrics.EVENTS_SKIPPED.labels(why=metrics.SKIPPED_DUPLICATE).inc()
         log.info("event already handled", outcome=finished)
         return finished
-    if first is None:
-        # Another task is writing this order and will take our event with its next PUT.
-        raise rt.policy.order_busy()
-    outcomes: dict[str, str] = {}
-    try:
-        flush(rt, event.order_id, owner, first, failures, dead_letter, outcomes)
-    except BaseException:
-        coordinator.unlock(event.order_id, owner)
-        raise
-    outcome = outcomes.get(event.event_id) or coordinator.outcome(
-        event.event_id, len(envelope.get("history") or [])
-    )
-    if outcome is None:
-        # The lock ran out under us and another writer has the event now: check back later.
-        raise rt.policy.order_busy()
-    return outcome
-
-
-def flush(
-    rt: Runtime,
-    order_id: int,
-    owner: str,
-    first: Round,
-    failures: int,
-    dead_letter: DeadLetter,
-    outcomes: dict[str, str],
-) -> None:
-    """Send pending events of the order, merged, round after round (``first`` was taken with
-    the lock), until none are left and the lock is released.
-
-    Records how each event ended in ``outcomes``. Returns once the lock is released, or lost:
-    the lock lives only as long as its holder keeps renewing it (each ``take`` does), so a
-    crashed holder's order is free again within one lock lifetime.
-    """
-    coordinator = rt.coordinator
-    taken: Round | None = first
-    while taken is not None:
-        events, applied_versions = taken
-        sent = _send(rt, order_id, events, applied_versions, failures)
-        if sent.failure is not None:
-            _dead_letter_all(events, sent.failure, dead_letter)
-        over = coordinator.settle(
-            order_id, owner, events, sent.outcome, sent.versions, answered=sent.answered
-        )
-        outcomes.update((e.event_id, sent.outcome) for e in events)
-        if over:
-            return
-        taken = coordinator.take(order_id, owner)
+    return PENDING
 
 
 @dataclass
 class Sent:
-    """How one PUT for a batch of events ended."""
+    """How one turn's PUT ended."""
 
-    outcome: str  # "applied", "stale" or DEAD_LETTERED
+    outcome: str  # "applied", "stale", DEAD_LETTERED or WAITING
     versions: dict[str, str] = field(default_factory=dict)  # written by an applied PUT
-    failure: tuple[dict[str, Any], SellercloudError, int] | None = None  # body, error, attempts
-
-    @property
-    def answered(self) -> bool:
-        """The API answered the call (2xx or a refusal): it is up."""
-        if self.outcome == "applied":
-            return True
-        return self.failure is not None and not isinstance(self.failure[1], TransientError)
+    answered: bool = False  # the API answered (2xx or a refusal): it is up
 
 
-def _send(
-    rt: Runtime,
-    order_id: int,
-    events: list[PendingEvent],
-    applied_versions: dict[str, str],
-    failures: int,
-) -> Sent:
-    """One PUT for ``events``, or none when nothing in them is new; raises RetryLater with the
-    events put back when the policy says the call is worth repeating later."""
-    if not events:
-        return Sent("stale")
+def take_turn(
+    rt: Runtime, turn: OrderTurn, owner: str, dead_letter: DeadLetter, *, slot_at: float | None
+) -> str:
+    """Send what waits for ``turn``'s order as one PUT and settle the turn; returns the outcome.
+
+    ``slot_at``: when the rate-limit slot the caller waited for came (None: take one). Raises
+    FleetPaused, once the events are back in line, when the fleet's gate closed.
+    """
     coordinator = rt.coordinator
-    merge = coordinator.merge(events, applied_versions)
+    structlog.contextvars.bind_contextvars(order_id=turn.order_id, lane=turn.lane)
+    try:
+        sent = _send(rt, turn, dead_letter, slot_at)
+    except FleetPaused:
+        metrics.RETRIES.labels(reason=FLEET_PAUSED).inc()
+        coordinator.settle(turn, owner, None, failures=turn.failures)
+        raise
+    except RetryLater as later:
+        failures = turn.failures + int(later.counted)
+        metrics.RETRIES.labels(reason=later.reason).inc()
+        log.warning(
+            "order retry scheduled",
+            reason=later.reason,
+            error=later.error,
+            attempt=failures,
+            counted=later.counted,
+            countdown=round(later.countdown, 3),
+            events=len(turn.events),
+        )
+        coordinator.settle(turn, owner, None, failures=failures, due_in=later.countdown)
+        return WAITING
+    except Exception:
+        # A dead letter that could not be published, say: the events wait for another turn.
+        coordinator.settle(turn, owner, None, failures=turn.failures, due_in=STORE_RETRY_SECONDS)
+        raise
+    finally:
+        structlog.contextvars.unbind_contextvars("order_id", "lane")
+    coordinator.settle(turn, owner, sent.outcome, sent.versions, answered=sent.answered)
+    return sent.outcome
+
+
+def _send(rt: Runtime, turn: OrderTurn, dead_letter: DeadLetter, slot_at: float | None) -> Sent:
+    events = turn.events
+    if not events:
+        return Sent(STALE)
+    merge = rt.coordinator.merge(events, turn.versions)
     if merge.stale:
         metrics.STALE_FIELDS.inc(len(merge.stale))
         log.info(
@@ -148,41 +120,76 @@ def _send(
         )
     if not merge.changes:
         metrics.EVENTS_SKIPPED.labels(why=metrics.SKIPPED_STALE).inc(len(events))
-        return Sent("stale")
-    body = update_order_body(merge.changes)
+        return Sent(STALE)
     try:
-        rt.client.update_order(order_id, body)
+        body = update_order_body(merge.changes)
+        slot_taken = slot_at is not None and rt.limiter.on_time(slot_at)
+        rt.client.update_order(turn.order_id, body, slot_taken=slot_taken)
     except FleetPaused:
-        coordinator.put_back(order_id, events)
         raise
     except SellercloudError as error:
         later = rt.policy.after_api_error(
-            error, failures, order_id, rt.limiter.pause_fleet, rt.gate
+            error, turn.failures, turn.order_id, rt.limiter.pause_fleet, rt.gate
         )
-        if later is None:
-            return Sent(DEAD_LETTERED, failure=(body, error, failures + 1))
-        coordinator.put_back(order_id, events)
-        raise later from error
+        if isinstance(later, FleetPaused | RetryLater):
+            raise later from error
+        _dead_letter_all(
+            events,
+            dead_letter,
+            body,
+            partial(_api_failure, error),
+            turn.failures + 1,
+        )
+        return Sent(DEAD_LETTERED, answered=not isinstance(error, TransientError))
+    except Exception as exc:  # a bug of ours: dead-letter rather than retry it for ever
+        log.exception("unexpected error while sending an order's events")
+        trace = "".join(traceback.format_exception(exc, limit=20))
+        _dead_letter_all(
+            events,
+            dead_letter,
+            merge.changes,
+            partial(_internal_error, exc, trace),
+            turn.failures + 1,
+        )
+        return Sent(DEAD_LETTERED)
     metrics.EVENTS_APPLIED.inc(len(events))
+    metrics.EVENTS_PER_PUT.observe(len(events))
     log.info(
         "event applied",
         event_ids=merge.event_ids,
         coalesced=len(events),
         fields=sorted(body),
     )
-    return Sent("applied", merge.versions)
+    return Sent("applied", merge.versions, answered=True)
+
+
+def _api_failure(
+    error: SellercloudError, env: dict[str, Any], context: EventContext, attempts: int
+) -> dict[str, Any]:
+    return api_failure_entry(env, context, error, attempts)
+
+
+def _internal_error(
+    exc: Exception, trace: str, env: dict[str, Any], context: EventContext, attempts: int
+) -> dict[str, Any]:
+    return internal_error_entry(env, context, exc, trace, attempts)
+
+
+MakeEntry = Callable[[dict[str, Any], EventContext, int], dict[str, Any]]
 
 
 def _dead_letter_all(
     events: list[PendingEvent],
-    failure: tuple[dict[str, Any], SellercloudError, int],
     dead_letter: DeadLetter,
+    body: dict[str, Any],
+    make_entry: MakeEntry,
+    attempts: int,
 ) -> None:
-    """Every event that went into a refused or failed PUT gets its own entry."""
-    body, error, attempts = failure
+    """Every event that went into a refused or failed PUT gets its own entry; if one cannot be
+    published, the turn ends with the events still waiting (raises)."""
     for pending in events:
         context = _context_of(pending, body)
-        entry = api_failure_entry(pending.envelope, context, error, attempts)
+        entry = make_entry(pending.envelope, context, attempts)
         others = [e.event_id for e in events if e.event_id != pending.event_id]
         if others:
             entry["merged_with"] = others

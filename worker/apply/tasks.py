@@ -1,6 +1,6 @@
 """Celery tasks. Names are stable: other systems and queued messages depend on them.
 
-The task is thin: ``sync.apply_event`` does the work, ``retry.RetryPolicy`` decides what a
+The task is thin: ``sync.absorb_event`` does the work, ``retry.RetryPolicy`` decides what a
 failure means, and the base class turns that decision into a Celery retry or a dead letter.
 """
 
@@ -13,10 +13,9 @@ from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
 from worker.apply import runtime, sync
-from worker.apply.retry import FLEET_PAUSED, ORDER_BUSY, STORE_UNAVAILABLE, RetryLater
+from worker.apply.retry import STORE_UNAVAILABLE, RetryLater
 from worker.broker.topology import TASKS_QUEUE
-from worker.coordination.gate import FleetPaused
-from worker.coordination.orders import DEAD_LETTERED
+from worker.coordination.orders import DEAD_LETTERED, LIVE
 from worker.deadletter import queue as deadletter_queue
 from worker.deadletter.entries import EventContext
 from worker.deadletter.reasons import INTERNAL_ERROR
@@ -57,27 +56,16 @@ class OrderSyncTask(Task[..., str]):
         context: EventContext,
         failures: int,
         event: dict[str, Any] | None,
+        lane: str = LIVE,
     ) -> str:
         """Retry or dead-letter, as the policy decides; raises Retry to come back later."""
         decision = runtime.current().policy.after_failure(exc)
-        if isinstance(decision, FleetPaused):
-            raise self.hand_back(decision) from exc
         if isinstance(decision, RetryLater):
-            raise self.come_back(envelope, failures, decision, event) from exc
+            raise self.come_back(envelope, failures, decision, event, lane) from exc
         if decision.reason == INTERNAL_ERROR:
             log.exception("unexpected error while applying event")
         self.dead_letter(decision.make_entry(envelope, context, failures + 1))
         return DEAD_LETTERED
-
-    def hand_back(self, paused: FleetPaused) -> Reject:
-        """The fleet is paused: the message goes back to its queue, where it waits, uncounted.
-
-        The worker stops reading its queues within a second, so it is not handed out again
-        until the fleet resumes.
-        """
-        metrics.RETRIES.labels(reason=FLEET_PAUSED).inc()
-        log.info("event handed back: the fleet is paused", error=str(paused))
-        return Reject(str(paused), requeue=True)
 
     def come_back(
         self,
@@ -85,6 +73,7 @@ class OrderSyncTask(Task[..., str]):
         failures: int,
         later: RetryLater,
         event: dict[str, Any] | None = None,
+        lane: str = LIVE,
     ) -> Retry:
         """Requeue with a countdown; the message waits in the broker, not in a pool slot."""
         failures += int(later.counted)
@@ -93,7 +82,7 @@ class OrderSyncTask(Task[..., str]):
             log.warning(
                 "shared store unavailable; the event waits and is retried", error=later.error
             )
-        if later.counted or later.reason != ORDER_BUSY:
+        if later.counted:
             log.warning(
                 "event retry scheduled",
                 reason=later.reason,
@@ -105,7 +94,7 @@ class OrderSyncTask(Task[..., str]):
         try:
             self.retry(
                 args=(envelope,),
-                kwargs={"failures": failures, **({"event": event} if event else {})},
+                kwargs={"failures": failures, "lane": lane, **({"event": event} if event else {})},
                 countdown=later.countdown,
                 max_retries=None,
                 # Celery would send a retry back where the request came from: for a first
@@ -152,10 +141,12 @@ def apply_order_event(
     envelope: dict[str, Any],
     failures: int = 0,
     event: dict[str, Any] | None = None,
+    lane: str = LIVE,
 ) -> str:
-    """Apply one upstream event to Sellercloud, retry it later, or dead-letter it.
+    """Keep one upstream event for its order's turn, retry it later, or dead-letter it.
 
-    ``event`` is the event as the worker's event consumer already validated it, if it did.
+    ``event`` is the event as the worker's event consumer already validated it, if it did;
+    ``lane`` where its order waits for its turn (live or bulk).
     """
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(
@@ -163,16 +154,8 @@ def apply_order_event(
     )
     context = EventContext()
     try:
-        return sync.apply_event(
-            runtime.current(),
-            envelope,
-            event,
-            context,
-            owner=str(self.request.id),
-            failures=failures,
-            dead_letter=self.dead_letter,
-        )
+        return sync.absorb_event(runtime.current(), envelope, event, context, lane)
     except (Retry, Reject):  # already decided: a retry queued, or the message handed back
         raise
     except Exception as exc:
-        return self.after_failure(exc, envelope, context, failures, event)
+        return self.after_failure(exc, envelope, context, failures, event, lane)

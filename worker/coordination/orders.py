@@ -1,10 +1,13 @@
-"""Ordering and idempotency across the fleet: one writer per order, newest data per field.
+"""Ordering, idempotency and turns across the fleet: one PUT per order per turn, newest data
+per field.
 
-Each event joins its order's pending set in the shared store. Whoever holds the order's lock
-takes the whole set, merges it field by field (the newest ``occurred_at`` wins), drops fields an
-already-applied newer event wrote, and sends one PUT for all of it. Events whose task finds the
-lock taken wait for the holder (their task is retried shortly) and end when the holder has
-applied or dead-lettered them. Applied event ids are remembered for the de-duplication window.
+Each event joins its order's pending set in the shared store, and the order waits in its lane's
+due set (live or bulk) from when its first pending event arrived. The API budget is spent one
+turn at a time: a turn takes the order that has waited longest (live first), locks it, and
+sends everything pending for it, merged field by field (the newest ``occurred_at`` wins, and
+fields an already-applied newer event wrote are dropped), as one PUT. Events stay in the store
+until their turn settles them, so a worker that dies mid-turn loses nothing: the lock runs out
+and the order is due again. Applied event ids are remembered for the de-duplication window.
 
 Field versions are only read and written under the order's lock, so no newer value is ever
 overwritten by an older one, whatever order the events arrive in.
@@ -19,14 +22,35 @@ from typing import Any
 
 from schemas.event import OrderChange
 from worker.coordination.gate import STREAK_KEY
-from worker.coordination.store import Entry, Lock, Store, Taken
+from worker.coordination.store import Backlog, Entry, Keys, Lane, Store, Turn
 
 PREFIX = "order-sync"
 DEAD_LETTERED = "dead_lettered"
+#: The two lanes an order waits in for its turn: live changes go first, bulk gets a share.
+LIVE, BULK = "live", "bulk"
+LANES = (LIVE, BULK)
 
 
 def _key(kind: str, name: object) -> str:
     return f"{PREFIX}:{kind}:{name}"
+
+
+DUE = {lane: _key("due", lane) for lane in LANES}
+LANE_OF = {key: lane for lane, key in DUE.items()}
+KEYS = Keys(
+    due=tuple(DUE[lane] for lane in LANES),
+    lock=_key("lock", ""),
+    pending=_key("pending", ""),
+    done=_key("done", ""),
+    versions=_key("versions", ""),
+    failures=f"{PREFIX}:failures",
+    events=f"{PREFIX}:backlog-events",
+)
+#: How a new event's order joins the due sets: a live event takes its order out of bulk.
+JOIN = {
+    LIVE: Lane(DUE[LIVE], leave=DUE[BULK]),
+    BULK: Lane(DUE[BULK], unless_in=DUE[LIVE]),
+}
 
 
 @dataclass(frozen=True)
@@ -52,9 +76,19 @@ class PendingEvent:
         return cls(**json.loads(raw))
 
 
-# One round of the lock holder: the order's pending events not yet finished, oldest first, and
-# the versions (field -> "<occurred_at> <event_id>") of the fields already applied.
-Round = tuple[list[PendingEvent], dict[str, str]]
+@dataclass(frozen=True)
+class OrderTurn:
+    """An order whose turn for the budget came: its pending events not yet finished (oldest
+    first), those already finished (to clear), the versions of the fields already applied,
+    and how many of its calls failed in a row."""
+
+    order_id: int
+    lane: str
+    events: list[PendingEvent]
+    finished: dict[str, str]  # event id -> how it ended
+    versions: dict[str, str]
+    failures: int
+    taken: Turn
 
 
 @dataclass
@@ -72,7 +106,7 @@ class Merge:
 
 
 class OrderCoordinator:
-    """The shared store's view of orders; four round trips carry one event through it."""
+    """The shared store's view of orders: one round trip per event, two per turn."""
 
     def __init__(self, store: Store, dedup_window: float, lock_ttl: float) -> None:
         self.store = store
@@ -85,33 +119,9 @@ class OrderCoordinator:
         return _outcome(self.store.get(_key("done", event_id)), replays)
 
     # Joining an order's pending set -------------------------------------------------------
-    def announce(self, event: OrderChange, envelope: dict[str, Any]) -> str | None:
-        """Add the event to its order's pending set unless it already ended; how it ended."""
-        pending, entry = self._pending(event, envelope)
-        outcome = _outcome(done := self.store.add_unless_done(entry), pending.replays)
-        if done is not None and outcome is None:
-            # A replay of an event that was dead-lettered: it is due again.
-            self.store.add_unless_done(entry, even_if_done=True)
-        return outcome
-
-    def begin(
-        self, event: OrderChange, envelope: dict[str, Any], owner: str
-    ) -> tuple[str | None, Round | None]:
-        """``announce``, and try to take the order's lock; with it, ``take`` at once.
-
-        Returns how the event ended, if it did, and the holder's first round (None unless
-        this call took the lock).
-        """
-        pending, entry = self._pending(event, envelope)
-        lock = self._lock(event.order_id, owner)
-        take = (_key("done", ""), _key("versions", event.order_id))
-        done, taken = self.store.add_and_claim(entry, lock, *take)
-        outcome = _outcome(done, pending.replays)
-        if done is not None and outcome is None:
-            done, taken = self.store.add_and_claim(entry, lock, *take, even_if_done=True)
-        return outcome, None if taken is None else _round(taken)
-
-    def _pending(self, event: OrderChange, envelope: dict[str, Any]) -> tuple[PendingEvent, Entry]:
+    def absorb(self, event: OrderChange, envelope: dict[str, Any], lane: str) -> str | None:
+        """Keep the event with its order's pending ones, and the order waiting for its turn in
+        ``lane``, unless the event already ended; returns how it ended."""
         pending = PendingEvent(
             event.event_id, event.occurred_at.isoformat(), event.changes, envelope
         )
@@ -120,71 +130,85 @@ class OrderCoordinator:
             _key("pending", event.order_id),
             event.event_id,
             pending.dumps(),
-            self.dedup_window,
         )
-        return pending, entry
+        member = str(event.order_id)
+        done = self.store.absorb(entry, JOIN[lane], member, KEYS)
+        outcome = _outcome(done, pending.replays)
+        if done is not None and outcome is None:
+            # A replay of an event that was dead-lettered: it is due again.
+            self.store.absorb(entry, JOIN[lane], member, KEYS, even_if_done=True)
+        return outcome
 
-    def put_back(self, order_id: int, events: list[PendingEvent]) -> None:
-        if events:
-            self.store.hash_put(
-                _key("pending", order_id),
-                {e.event_id: e.dumps() for e in events},
-                ttl=self.dedup_window,
-            )
+    # Turns ------------------------------------------------------------------------------------
+    def due(self, holds: dict[str, float]) -> bool:
+        """Whether an order has waited at least its lane's hold (lane -> seconds)."""
+        return self.store.due([(DUE[lane], hold) for lane, hold in holds.items()])
 
-    # The lock holder's round ---------------------------------------------------------------
-    def _lock(self, order_id: int, owner: str) -> Lock:
-        return Lock(_key("lock", order_id), owner, self.lock_ttl)
-
-    def unlock(self, order_id: int, owner: str) -> None:
-        self.store.release(_key("lock", order_id), owner)
-
-    def claim(self, order_id: int, owner: str) -> Round | None:
-        """Take the order's lock and its first round, without an event of our own (a probe);
-        None if another writer holds it."""
-        lock = self._lock(order_id, owner)
-        if not self.store.claim(lock.key, lock.owner, lock.ttl):
+    def next_turn(
+        self, owner: str, holds: dict[str, float], only: int | None = None
+    ) -> OrderTurn | None:
+        """Lock the order that has waited longest in the first lane of ``holds`` (lane ->
+        seconds it must have waited) that has one, and take its turn; ``only``: that order,
+        due or not (a probe). None when no order is due."""
+        queues = [(DUE[lane], hold) for lane, hold in holds.items()]
+        only_member = None if only is None else str(only)
+        turn = self.store.next_due(queues, KEYS, owner, self.lock_ttl, only_member)
+        if turn is None:
             return None
-        return self.take(order_id, owner)
-
-    def take(self, order_id: int, owner: str) -> Round | None:
-        """Renew our lock and take every pending event of the order not already finished,
-        oldest first, with the versions of the fields already applied; None if the lock ran
-        out and is no longer ours."""
-        taken = self.store.take_all_if_locked(
-            self._lock(order_id, owner),
-            _key("pending", order_id),
-            _key("done", ""),
-            _key("versions", order_id),
+        events = [PendingEvent.loads(raw) for raw in turn.fields.values()]
+        finished = {}
+        fresh = []
+        for event in events:
+            outcome = _outcome(turn.done.get(event.event_id), event.replays)
+            if outcome is None:
+                fresh.append(event)
+            else:
+                finished[event.event_id] = turn.done[event.event_id]
+        return OrderTurn(
+            order_id=int(turn.member),
+            lane=LANE_OF[turn.due_key],
+            events=sorted(fresh, key=lambda e: (e.when, e.event_id)),
+            finished=finished,
+            versions=turn.versions,
+            failures=turn.failures,
+            taken=turn,
         )
-        return None if taken is None else _round(taken)
 
     def settle(
         self,
-        order_id: int,
+        turn: OrderTurn,
         owner: str,
-        events: list[PendingEvent],
-        outcome: str,
+        outcome: str | None,
         versions: dict[str, str] | None = None,
         *,
+        failures: int = 0,
+        due_in: float = 0.0,
         answered: bool = False,
-    ) -> bool:
-        """Record how ``events`` ended (and the field versions an applied PUT wrote); release
-        the lock if nothing else is pending. ``answered``: the API answered the call, which
-        ends the fleet's streak of failures. True when the holder's round is over."""
-        dead = outcome == DEAD_LETTERED
-        done = {
-            _key("done", e.event_id): f"{outcome}:{e.replays}" if dead else outcome for e in events
-        }
-        return self.store.settle(
-            done,
+    ) -> None:
+        """End a turn: record how its events ended (``outcome``; None: they wait for another
+        turn, ``due_in`` seconds from now, after ``failures`` failed calls in a row) and the
+        field versions an applied PUT wrote, and release the order. ``answered``: the API
+        answered the call, which ends the fleet's streak of failures."""
+        settled = dict(turn.finished)
+        if outcome is not None:
+            dead = outcome == DEAD_LETTERED
+            for e in turn.events:
+                settled[e.event_id] = f"{outcome}:{e.replays}" if dead else outcome
+        self.store.settle_turn(
+            turn.taken,
+            owner,
+            KEYS,
+            settled,
             self.dedup_window,
-            _key("versions", order_id),
             versions or {},
-            _key("pending", order_id),
-            self._lock(order_id, owner),
+            failures,
+            due_in,
             clear=STREAK_KEY if answered else None,
         )
+
+    def backlog(self) -> Backlog:
+        """Orders waiting per lane's due set (``DUE``), and events pending in all."""
+        return self.store.backlog(list(KEYS.due), KEYS.events)
 
     # Per-field last writer wins ----------------------------------------------------------
     @staticmethod
@@ -209,12 +233,6 @@ def _order_of(version: str) -> tuple[dt.datetime, str]:
     event id was kept have none: the instant alone.)"""
     occurred_at, _, event_id = version.partition(" ")
     return dt.datetime.fromisoformat(occurred_at), event_id
-
-
-def _round(taken: Taken) -> Round:
-    events = [PendingEvent.loads(raw) for raw in taken.fields.values()]
-    fresh = [e for e in events if _outcome(taken.done.get(e.event_id), e.replays) is None]
-    return sorted(fresh, key=lambda e: (e.when, e.event_id)), taken.versions
 
 
 def _outcome(done: str | None, replays: int) -> str | None:

@@ -22,8 +22,18 @@ from worker.sellercloud.errors import RateLimited
 
 SLOT_KEY = "order-sync:rate-slot"
 PAUSE_KEY = "order-sync:rate-pause"
+CALLS_PREFIX = "order-sync:calls:"  # + the minute (UNIX time // 60): calls the fleet made in it
 # Longer waits are not slept through in a worker thread: the event is retried at the reset.
 LONGEST_SLEEP = 5.0
+
+
+def calls_key(now: float) -> str:
+    return f"{CALLS_PREFIX}{int(now // 60)}"
+
+
+def calls_last_minute(store: Store, now: float) -> int:
+    """Calls the fleet made in the last full minute (the budget used per minute)."""
+    return int(store.get(calls_key(now - 60)) or 0)
 
 
 class FleetRateLimiter:
@@ -49,12 +59,22 @@ class FleetRateLimiter:
         finally:
             self._probe.active = False
 
+    def on_time(self, slot_at: float) -> bool:
+        """Whether a call whose slot came at ``slot_at`` (UNIX time) may still use it: a call
+        later than half an interval would crowd the next slot's, so it takes a new one."""
+        return self.rate is None or time.time() - slot_at <= self.rate.interval / 2
+
     def wait(self) -> None:
         # One round trip: the gate, the pause, the look ahead (a slot reserved and then not used
         # is budget thrown away) and the reservation happen together in the store.
         gate = None if getattr(self._probe, "active", False) else GATE_KEY
         state, value = self.store.take_slot(
-            PAUSE_KEY, SLOT_KEY, self.rate.interval if self.rate else None, LONGEST_SLEEP, gate
+            PAUSE_KEY,
+            SLOT_KEY,
+            self.rate.interval if self.rate else None,
+            LONGEST_SLEEP,
+            gate,
+            calls_key(time.time()),
         )
         if state == "gated":
             MET_CLOSED_GATE.set()

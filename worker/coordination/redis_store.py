@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import redis
 from redis.commands.core import Script
 
-from worker.coordination.store import Entry, Lock, StoreUnavailable, Taken
+from worker.coordination.store import Backlog, Entry, Keys, Lane, StoreUnavailable, Turn
 
 T = TypeVar("T")
 
@@ -25,66 +25,141 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# The hot-path operations (see worker.coordination.store). The done keys of taken fields are built
-# inside the scripts, so this store needs one Redis server, not a Redis Cluster.
-_ADD = """
-local done = redis.call('GET', KEYS[1])
-if done and ARGV[4] == '0' then return {done} end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+# The hot-path operations (see worker.coordination.store). Keys built from prefixes inside the
+# scripts need one Redis server, not a Redis Cluster. Due times come from the server's clock.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
-_TAKE = """
-local all = redis.call('HGETALL', KEYS[2])
-redis.call('DEL', KEYS[2])
-local dones = {}
-for i = 1, #all, 2 do
-  dones[#dones + 1] = redis.call('GET', prefix .. all[i]) or ''
-end
-"""
-_ADD_UNLESS_DONE = _ADD + "return {done or ''}"
-_ADD_AND_CLAIM = (
-    _ADD
-    + """
-if not redis.call('SET', KEYS[3], ARGV[5], 'NX', 'PX', ARGV[6]) then return {done or ''} end
-local prefix = ARGV[7]
-"""
-    + _TAKE
-    + "return {done or '', all, dones, redis.call('HGETALL', KEYS[4])}"
-)
-_TAKE_ALL_IF_LOCKED = (
+# KEYS: done, hash, join, events, unless_in, leave; ARGV: field, value, even_if_done, member,
+# has_unless_in, has_leave.
+_ABSORB = (
     """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local prefix = ARGV[3]
+local done = redis.call('GET', KEYS[1])
+if done and ARGV[3] == '0' then return done end
+if redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) == 1 then redis.call('INCR', KEYS[4]) end
+if ARGV[6] == '1' then redis.call('ZREM', KEYS[6], ARGV[4]) end
+if ARGV[5] == '1' and redis.call('ZSCORE', KEYS[5], ARGV[4]) then return done or '' end
 """
-    + _TAKE
-    + "return {all, dones, redis.call('HGETALL', KEYS[3])}"
+    + _NOW
+    + """
+redis.call('ZADD', KEYS[3], 'NX', now, ARGV[4])
+return done or ''
+"""
 )
-_SETTLE = """
-local ttl = ARGV[2]
-local count = tonumber(ARGV[3])
+# KEYS: the due sets; ARGV: their holds, then lock prefix, owner, lock ms, hash prefix, done
+# prefix, versions prefix, failures hash, only.
+_NEXT_DUE = (
+    _NOW
+    + """
+local n = #KEYS
+local lockp, owner, ttl = ARGV[n + 1], ARGV[n + 2], tonumber(ARGV[n + 3])
+local hashp, donep, versp = ARGV[n + 4], ARGV[n + 5], ARGV[n + 6]
+local failures, only = ARGV[n + 7], ARGV[n + 8]
+for i = 1, n do
+  local candidates = {}
+  if only ~= '' then
+    if redis.call('ZSCORE', KEYS[i], only) then candidates = {only} end
+  else
+    local cutoff = now - tonumber(ARGV[i])
+    candidates = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', cutoff, 'LIMIT', 0, 16)
+  end
+  for _, m in ipairs(candidates) do
+    if redis.call('SET', lockp .. m, owner, 'NX', 'PX', ttl) then
+      local all = redis.call('HGETALL', hashp .. m)
+      if #all == 0 then
+        redis.call('ZREM', KEYS[i], m)
+        redis.call('DEL', lockp .. m)
+      else
+        redis.call('ZADD', KEYS[i], 'XX', now + ttl / 1000, m)
+        local dones = {}
+        for j = 1, #all, 2 do dones[#dones + 1] = redis.call('GET', donep .. all[j]) or '' end
+        local failed = redis.call('HGET', failures, m) or '0'
+        return {m, KEYS[i], all, dones, redis.call('HGETALL', versp .. m), failed}
+      end
+    end
+  end
+end
+return false
+"""
+)
+# KEYS: hash, versions, failures, events, lock, clear, then the due sets (the turn's first);
+# ARGV: owner, ttl ms, failures, due_in, has_clear, member, settled count, (field, done key,
+# done value) per settled field, then versions as field, value pairs.
+_SETTLE_TURN = (
+    """
+local owner, ttl, member = ARGV[1], ARGV[2], ARGV[6]
+local count = tonumber(ARGV[7])
+local removed = 0
 for i = 0, count - 1 do
-  redis.call('SET', ARGV[4 + 2 * i], ARGV[5 + 2 * i], 'PX', ttl)
+  local at = 8 + 3 * i
+  removed = removed + redis.call('HDEL', KEYS[1], ARGV[at])
+  redis.call('SET', ARGV[at + 1], ARGV[at + 2], 'PX', ttl)
 end
-local first = 4 + 2 * count
+if removed > 0 then redis.call('DECRBY', KEYS[4], removed) end
+local first = 8 + 3 * count
 if #ARGV >= first then
-  redis.call('HSET', KEYS[1], unpack(ARGV, first, #ARGV))
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('HSET', KEYS[2], unpack(ARGV, first, #ARGV))
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
-if KEYS[4] then redis.call('DEL', KEYS[4]) end
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 1 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('DEL', KEYS[3])
+if tonumber(ARGV[3]) > 0 then redis.call('HSET', KEYS[3], member, ARGV[3])
+else redis.call('HDEL', KEYS[3], member) end
+if ARGV[5] == '1' then redis.call('DEL', KEYS[6]) end
+if redis.call('GET', KEYS[5]) ~= owner then return 0 end
+redis.call('DEL', KEYS[5])
+local left = redis.call('HLEN', KEYS[1])
+"""
+    + _NOW
+    + """
+local placed = false
+for i = 7, #KEYS do
+  if left == 0 then redis.call('ZREM', KEYS[i], member)
+  elseif redis.call('ZSCORE', KEYS[i], member) then
+    redis.call('ZADD', KEYS[i], now + tonumber(ARGV[4]), member)
+    placed = true
+  end
+end
+if left > 0 and not placed then redis.call('ZADD', KEYS[7], now + tonumber(ARGV[4]), member) end
 return 1
+"""
+)
+_DUE = (
+    _NOW
+    + """
+for i = 1, #KEYS do
+  if #redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now - tonumber(ARGV[i]), 'LIMIT', 0, 1) > 0 then
+    return 1
+  end
+end
+return 0
+"""
+)
+_BACKLOG = """
+local found = {redis.call('GET', KEYS[1]) or '0'}
+for i = 2, #KEYS do
+  local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+  found[#found + 1] = redis.call('ZCARD', KEYS[i])
+  found[#found + 1] = oldest[2] or ''
+end
+return found
 """
 # GCRA: keep the time of the next free slot; each caller reserves one and waits until it. The
 # pause is a time written by a client's clock, so it is compared with the caller's (ARGV[3]);
 # slots use the server's clock, so hosts with drifting clocks still space their calls.
 _TAKE_SLOT = """
-if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return {'gated', '0'} end
+local function count()
+  if ARGV[5] == '1' then
+    redis.call('INCR', KEYS[4])
+    redis.call('PEXPIRE', KEYS[4], 180000)
+  end
+end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return {'gated', '0'} end
 local paused = redis.call('GET', KEYS[1])
 if paused and tonumber(paused) > tonumber(ARGV[3]) then return {'paused', paused} end
-if ARGV[1] == '' then return {'free', '0'} end
+if ARGV[1] == '' then
+  count()
+  return {'free', '0'}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
@@ -93,6 +168,7 @@ if slot < now then slot = now end
 if slot - now > tonumber(ARGV[2]) then return {'full', tostring(slot - now)} end
 local keep_ms = math.ceil((slot - now + interval) * 1000) + 1000
 redis.call('SET', KEYS[2], tostring(slot + interval), 'PX', keep_ms)
+count()
 return {'reserved', tostring(slot - now)}
 """
 
@@ -119,10 +195,11 @@ class RedisStore:
         self._redis = self._connect(single=False)  # holds the scripts; never connects itself
         self._release = self._redis.register_script(_RELEASE)
         self._take_slot = self._redis.register_script(_TAKE_SLOT)
-        self._add_unless_done = self._redis.register_script(_ADD_UNLESS_DONE)
-        self._add_and_claim = self._redis.register_script(_ADD_AND_CLAIM)
-        self._take_all_if_locked = self._redis.register_script(_TAKE_ALL_IF_LOCKED)
-        self._settle = self._redis.register_script(_SETTLE)
+        self._absorb = self._redis.register_script(_ABSORB)
+        self._next_due = self._redis.register_script(_NEXT_DUE)
+        self._settle_turn = self._redis.register_script(_SETTLE_TURN)
+        self._due = self._redis.register_script(_DUE)
+        self._backlog = self._redis.register_script(_BACKLOG)
         self._note_failure = self._redis.register_script(_NOTE_FAILURE)
 
     def _connect(self, single: bool) -> redis.Redis:
@@ -183,49 +260,98 @@ class RedisStore:
 
         self._call(write)
 
-    def add_unless_done(self, entry: Entry, *, even_if_done: bool = False) -> str | None:
-        keys, args = _entry(entry, even_if_done)
-        (done,) = self._run(self._add_unless_done, keys, args)
-        return done or None
+    def absorb(
+        self, entry: Entry, lane: Lane, member: str, keys: Keys, *, even_if_done: bool = False
+    ) -> str | None:
+        script_keys = [
+            entry.done_key,
+            entry.hash_key,
+            lane.join,
+            keys.events,
+            lane.unless_in or lane.join,
+            lane.leave or lane.join,
+        ]
+        args = [
+            entry.field,
+            entry.value,
+            int(even_if_done),
+            member,
+            int(lane.unless_in is not None),
+            int(lane.leave is not None),
+        ]
+        done = self._run(self._absorb, script_keys, args)
+        return str(done) if done else None
 
-    def add_and_claim(
+    def due(self, queues: list[tuple[str, float]]) -> bool:
+        keys = [key for key, _ in queues]
+        return bool(self._run(self._due, keys, [hold for _, hold in queues]))
+
+    def next_due(
         self,
-        entry: Entry,
-        lock: Lock,
-        done_prefix: str,
-        versions_key: str,
-        *,
-        even_if_done: bool = False,
-    ) -> tuple[str | None, Taken | None]:
-        keys, args = _entry(entry, even_if_done)
-        keys += [lock.key, versions_key]
-        args += [lock.owner, _ms(lock.ttl), done_prefix]
-        done, *taken = self._run(self._add_and_claim, keys, args)
-        return done or None, _taken(*taken) if taken else None
+        queues: list[tuple[str, float]],
+        keys: Keys,
+        owner: str,
+        lock_ttl: float,
+        only: str | None = None,
+    ) -> Turn | None:
+        args: list[Any] = [hold for _, hold in queues]
+        args += [keys.lock, owner, _ms(lock_ttl), keys.pending, keys.done, keys.versions]
+        args += [keys.failures, only or ""]
+        found: Any = self._run(self._next_due, [key for key, _ in queues], args)
+        if not found:
+            return None
+        member, due_key, flat, done, versions, failures = found
+        names = flat[0::2]
+        return Turn(
+            member=str(member),
+            due_key=str(due_key),
+            fields=dict(zip(names, flat[1::2], strict=True)),
+            done={name: value for name, value in zip(names, done, strict=True) if value},
+            versions=dict(zip(versions[0::2], versions[1::2], strict=True)),
+            failures=int(failures),
+        )
 
-    def take_all_if_locked(
-        self, lock: Lock, hash_key: str, done_prefix: str, versions_key: str
-    ) -> Taken | None:
-        keys = [lock.key, hash_key, versions_key]
-        args: list[str | int] = [lock.owner, _ms(lock.ttl), done_prefix]
-        found: Any = self._run(self._take_all_if_locked, keys, args)
-        return None if found is None else _taken(*found)
-
-    def settle(
+    def settle_turn(
         self,
-        done: dict[str, str],
+        turn: Turn,
+        owner: str,
+        keys: Keys,
+        settled: dict[str, str],
         ttl: float,
-        versions_key: str,
         versions: dict[str, str],
-        hash_key: str,
-        lock: Lock,
+        failures: int,
+        due_in: float = 0.0,
         clear: str | None = None,
-    ) -> bool:
-        args: list[str | int] = [lock.owner, _ms(ttl), len(done)]
-        for pair in (*done.items(), *versions.items()):
+    ) -> None:
+        member = turn.member
+        lock = keys.lock + member
+        others = [key for key in keys.due if key != turn.due_key]
+        script_keys = [
+            keys.pending + member,
+            keys.versions + member,
+            keys.failures,
+            keys.events,
+            lock,
+            clear or lock,
+            turn.due_key,
+            *others,
+        ]
+        args: list[Any] = [owner, _ms(ttl), failures, due_in, int(clear is not None), member]
+        args.append(len(settled))
+        for name, outcome in settled.items():
+            args += [name, keys.done + name, outcome]
+        for pair in versions.items():
             args.extend(pair)
-        keys = [versions_key, hash_key, lock.key, *([clear] if clear else [])]
-        return bool(self._run(self._settle, keys, args))
+        self._run(self._settle_turn, script_keys, args)
+
+    def backlog(self, due_keys: list[str], events_key: str) -> Backlog:
+        found: Any = self._run(self._backlog, [events_key, *due_keys], [])
+        members, oldest = {}, {}
+        for i, key in enumerate(due_keys):
+            members[key] = int(found[1 + 2 * i])
+            score = found[2 + 2 * i]
+            oldest[key] = float(score) if score else None
+        return Backlog(members, max(0, int(found[0])), oldest)
 
     def take_slot(
         self,
@@ -234,9 +360,11 @@ class RedisStore:
         interval: float | None,
         longest_wait: float,
         gate_key: str | None = None,
+        count_key: str | None = None,
     ) -> tuple[str, float]:
         args = ["" if interval is None else interval, longest_wait, time.time()]
-        keys = [pause_key, slot_key, *([gate_key] if gate_key else [])]
+        args += [int(gate_key is not None), int(count_key is not None)]
+        keys = [pause_key, slot_key, gate_key or pause_key, count_key or pause_key]
         state, value = self._run(self._take_slot, keys, args)
         return str(state), float(value)
 
@@ -264,21 +392,6 @@ def _forget_connections(store: weakref.ref[RedisStore]) -> None:
     if live is not None:
         live._local = threading.local()
         live._clients = weakref.WeakSet()
-
-
-def _entry(entry: Entry, even_if_done: bool) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of the ``_ADD`` part of a script."""
-    args = [entry.field, entry.value, _ms(entry.ttl), int(even_if_done)]
-    return [entry.done_key, entry.hash_key], args
-
-
-def _taken(flat: list[str], done: list[str], versions: list[str]) -> Taken:
-    names = flat[0::2]
-    return Taken(
-        fields=dict(zip(names, flat[1::2], strict=True)),
-        done={name: value for name, value in zip(names, done, strict=True) if value},
-        versions=dict(zip(versions[0::2], versions[1::2], strict=True)),
-    )
 
 
 def _ms(seconds: float) -> int:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from worker.coordination.store import Entry, Lock, StoreUnavailable, Taken
+from worker.coordination.store import Backlog, Entry, Keys, Lane, StoreUnavailable, Turn
 
 T = TypeVar("T")
 SWEEP_EVERY = 500  # operations between sweeps of expired rows
@@ -25,7 +25,13 @@ CREATE TABLE IF NOT EXISTS hash (
     key TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL, expires REAL NOT NULL,
     PRIMARY KEY (key, field)
 );
+CREATE TABLE IF NOT EXISTS due (
+    key TEXT NOT NULL, member TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (key, member)
+);
+CREATE INDEX IF NOT EXISTS due_by_time ON due (key, at);
 """
+# A hash field kept until deleted (a pending event) still has an expiry column to fill.
+KEPT = 100 * 365 * 86400.0
 
 
 class SqliteStore:
@@ -114,12 +120,6 @@ class SqliteStore:
         ).fetchall()
         return {str(name): str(value) for name, value in rows}
 
-    @classmethod
-    def _hash_take_all(cls, db: sqlite3.Connection, key: str, now: float) -> dict[str, str]:
-        fields = cls._hash_get_all(db, key, now)
-        db.execute("DELETE FROM hash WHERE key = ?", (key,))
-        return fields
-
     def claim(self, key: str, value: str, ttl: float) -> bool:
         return self._run(lambda db, now: self._claim(db, key, value, now, ttl))
 
@@ -155,84 +155,176 @@ class SqliteStore:
     def hash_put(self, key: str, fields: dict[str, str], ttl: float) -> None:
         self._run(lambda db, now: self._hash_put(db, key, fields, now, ttl))
 
-    def add_unless_done(self, entry: Entry, *, even_if_done: bool = False) -> str | None:
-        return self._run(lambda db, now: self._add(db, now, entry, even_if_done)[0])
+    def absorb(
+        self, entry: Entry, lane: Lane, member: str, keys: Keys, *, even_if_done: bool = False
+    ) -> str | None:
+        def absorb(db: sqlite3.Connection, now: float) -> str | None:
+            done = self._live(db, entry.done_key, now)
+            if done is not None and not even_if_done:
+                return done
+            new = self._hash_get(db, entry.hash_key, entry.field, now) is None
+            self._hash_put(db, entry.hash_key, {entry.field: entry.value}, now, KEPT)
+            if new:
+                self._add_to(db, keys.events, 1, now)
+            if lane.leave:
+                db.execute("DELETE FROM due WHERE key = ? AND member = ?", (lane.leave, member))
+            if lane.unless_in and self._due_at(db, lane.unless_in, member) is not None:
+                return done
+            db.execute("INSERT OR IGNORE INTO due VALUES (?, ?, ?)", (lane.join, member, now))
+            return done
 
-    def add_and_claim(
+        return self._run(absorb)
+
+    def due(self, queues: list[tuple[str, float]]) -> bool:
+        def due(db: sqlite3.Connection, now: float) -> bool:
+            return any(
+                db.execute(
+                    "SELECT 1 FROM due WHERE key = ? AND at <= ? LIMIT 1", (key, now - hold)
+                ).fetchone()
+                for key, hold in queues
+            )
+
+        return self._run(due)
+
+    def next_due(
         self,
-        entry: Entry,
-        lock: Lock,
-        done_prefix: str,
-        versions_key: str,
-        *,
-        even_if_done: bool = False,
-    ) -> tuple[str | None, Taken | None]:
-        def add_and_claim(db: sqlite3.Connection, now: float) -> tuple[str | None, Taken | None]:
-            done, added = self._add(db, now, entry, even_if_done)
-            if not added or not self._claim(db, lock.key, lock.owner, now, lock.ttl):
-                return done, None
-            return done, self._take(db, now, entry.hash_key, done_prefix, versions_key)
+        queues: list[tuple[str, float]],
+        keys: Keys,
+        owner: str,
+        lock_ttl: float,
+        only: str | None = None,
+    ) -> Turn | None:
+        def next_due(db: sqlite3.Connection, now: float) -> Turn | None:
+            for key, hold in queues:
+                if only is not None:
+                    found = db.execute(
+                        "SELECT member FROM due WHERE key = ? AND member = ?", (key, only)
+                    ).fetchall()
+                else:
+                    found = db.execute(
+                        "SELECT member FROM due WHERE key = ? AND at <= ? ORDER BY at LIMIT 16",
+                        (key, now - hold),
+                    ).fetchall()
+                for (member,) in found:
+                    turn = self._turn(db, now, key, str(member), keys, owner, lock_ttl)
+                    if turn is not None:
+                        return turn
+            return None
 
-        return self._run(add_and_claim)
+        return self._run(next_due)
 
-    def take_all_if_locked(
-        self, lock: Lock, hash_key: str, done_prefix: str, versions_key: str
-    ) -> Taken | None:
-        def take(db: sqlite3.Connection, now: float) -> Taken | None:
-            if not self._extend(db, lock.key, lock.owner, now, lock.ttl):
-                return None
-            return self._take(db, now, hash_key, done_prefix, versions_key)
-
-        return self._run(take)
-
-    def _add(
-        self, db: sqlite3.Connection, now: float, entry: Entry, even_if_done: bool
-    ) -> tuple[str | None, bool]:
-        """(``done_key``'s value, whether the field was added)."""
-        done = self._live(db, entry.done_key, now)
-        if done is not None and not even_if_done:
-            return done, False
-        self._hash_put(db, entry.hash_key, {entry.field: entry.value}, now, entry.ttl)
-        return done, True
-
-    def _take(
-        self, db: sqlite3.Connection, now: float, hash_key: str, done_prefix: str, versions_key: str
-    ) -> Taken:
-        fields = self._hash_take_all(db, hash_key, now)
-        done = {name: self._live(db, done_prefix + name, now) for name in fields}
-        return Taken(
+    def _turn(
+        self,
+        db: sqlite3.Connection,
+        now: float,
+        key: str,
+        member: str,
+        keys: Keys,
+        owner: str,
+        lock_ttl: float,
+    ) -> Turn | None:
+        if not self._claim(db, keys.lock + member, owner, now, lock_ttl):
+            return None
+        fields = self._hash_get_all(db, keys.pending + member, now)
+        if not fields:
+            db.execute("DELETE FROM due WHERE key = ? AND member = ?", (key, member))
+            db.execute("DELETE FROM kv WHERE key = ?", (keys.lock + member,))
+            return None
+        db.execute(
+            "UPDATE due SET at = ? WHERE key = ? AND member = ?", (now + lock_ttl, key, member)
+        )
+        done = {name: self._live(db, keys.done + name, now) for name in fields}
+        failures = self._hash_get(db, keys.failures, member, now)
+        return Turn(
+            member=member,
+            due_key=key,
             fields=fields,
             done={name: value for name, value in done.items() if value is not None},
-            versions=self._hash_get_all(db, versions_key, now),
+            versions=self._hash_get_all(db, keys.versions + member, now),
+            failures=int(failures or 0),
         )
 
-    def settle(
+    def settle_turn(
         self,
-        done: dict[str, str],
+        turn: Turn,
+        owner: str,
+        keys: Keys,
+        settled: dict[str, str],
         ttl: float,
-        versions_key: str,
         versions: dict[str, str],
-        hash_key: str,
-        lock: Lock,
+        failures: int,
+        due_in: float = 0.0,
         clear: str | None = None,
-    ) -> bool:
-        def settle(db: sqlite3.Connection, now: float) -> bool:
-            db.executemany(
-                "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
-                [(key, value, now + ttl) for key, value in done.items()],
-            )
+    ) -> None:
+        member, pending = turn.member, keys.pending + turn.member
+
+        def settle(db: sqlite3.Connection, now: float) -> None:
+            removed = 0
+            for name, outcome in settled.items():
+                removed += db.execute(
+                    "DELETE FROM hash WHERE key = ? AND field = ?", (pending, name)
+                ).rowcount
+                db.execute(
+                    "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
+                    (keys.done + name, outcome, now + ttl),
+                )
+            self._add_to(db, keys.events, -removed, now)
             if versions:
-                self._hash_put(db, versions_key, versions, now, ttl)
+                self._hash_put(db, keys.versions + member, versions, now, ttl)
+            if failures > 0:
+                self._hash_put(db, keys.failures, {member: str(failures)}, now, KEPT)
+            else:
+                db.execute("DELETE FROM hash WHERE key = ? AND field = ?", (keys.failures, member))
             if clear:
                 db.execute("DELETE FROM hash WHERE key = ?", (clear,))
-            if self._live(db, lock.key, now) != lock.owner:
-                return True
-            if self._hash_get_all(db, hash_key, now):
-                return False
-            db.execute("DELETE FROM kv WHERE key = ?", (lock.key,))
-            return True
+            if self._live(db, keys.lock + member, now) != owner:
+                return
+            db.execute("DELETE FROM kv WHERE key = ?", (keys.lock + member,))
+            if not self._hash_get_all(db, pending, now):
+                db.execute("DELETE FROM due WHERE member = ?", (member,))
+                return
+            # The due table holds the due sets only.
+            placed = db.execute(
+                "UPDATE due SET at = ? WHERE member = ?", (now + due_in, member)
+            ).rowcount
+            if not placed:
+                db.execute("INSERT INTO due VALUES (?, ?, ?)", (turn.due_key, member, now + due_in))
 
-        return self._run(settle)
+        self._run(settle)
+
+    def backlog(self, due_keys: list[str], events_key: str) -> Backlog:
+        def backlog(db: sqlite3.Connection, now: float) -> Backlog:
+            members: dict[str, int] = {}
+            oldest: dict[str, float | None] = {}
+            for key in due_keys:
+                count, first = db.execute(
+                    "SELECT count(*), min(at) FROM due WHERE key = ?", (key,)
+                ).fetchone()
+                members[key], oldest[key] = int(count), first
+            events = int(self._live(db, events_key, now) or 0)
+            return Backlog(members, max(0, events), oldest)
+
+        return self._run(backlog)
+
+    @classmethod
+    def _add_to(cls, db: sqlite3.Connection, key: str, amount: int, now: float) -> None:
+        if amount:
+            value = int(cls._live(db, key, now) or 0) + amount
+            db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, NULL)", (key, str(value)))
+
+    @staticmethod
+    def _due_at(db: sqlite3.Connection, key: str, member: str) -> float | None:
+        row = db.execute(
+            "SELECT at FROM due WHERE key = ? AND member = ?", (key, member)
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    @staticmethod
+    def _hash_get(db: sqlite3.Connection, key: str, field: str, now: float) -> str | None:
+        row = db.execute(
+            "SELECT value FROM hash WHERE key = ? AND field = ? AND expires >= ?", (key, field, now)
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def take_slot(
         self,
@@ -241,7 +333,15 @@ class SqliteStore:
         interval: float | None,
         longest_wait: float,
         gate_key: str | None = None,
+        count_key: str | None = None,
     ) -> tuple[str, float]:
+        def count(db: sqlite3.Connection, now: float) -> None:
+            if count_key:
+                calls = int(self._live(db, count_key, now) or 0) + 1
+                db.execute(
+                    "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)", (count_key, str(calls), now + 180)
+                )
+
         def take(db: sqlite3.Connection, now: float) -> tuple[str, float]:
             if gate_key and self._live(db, gate_key, now) is not None:
                 return "gated", 0.0
@@ -249,6 +349,7 @@ class SqliteStore:
             if paused is not None and float(paused) > now:
                 return "paused", float(paused)
             if interval is None:
+                count(db, now)
                 return "free", 0.0
             slot = max(float(self._live(db, slot_key, now) or 0.0), now)
             if slot - now > longest_wait:
@@ -257,6 +358,7 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO kv VALUES (?, ?, ?)",
                 (slot_key, str(slot + interval), slot + interval + 1),
             )
+            count(db, now)
             return "reserved", slot - now
 
         return self._run(take)

@@ -1,20 +1,23 @@
-"""The worker's consumer of upstream events.
+"""The worker's consumer of upstream events, and the start of its dispatcher.
 
 Upstream systems publish plain JSON, which Celery would discard as an unknown message on a task
-queue. This consumer step reads the events queue and hands each message to the worker as an
-``order_sync.apply_order_event`` request whose delivery is the event's own message: the body is
-kept exactly as received, the pool runs it like any task, and Celery acks the event's message
-(late, as for every task of ours) once it is applied, dead-lettered or queued for a retry. A
-crash before that leaves the event in its queue.
+queue. This consumer step reads the two events queues (live and bulk), validates each event and
+keeps it in the shared store with its order's other pending events; the message is acked only
+once the store has it. The order then waits for its turn for the API budget
+(``worker.apply.dispatch``), so a backlog of any length holds no message unacknowledged.
 
-The reader runs ahead of the pool: each event is validated and announced to its order as soon as
-it arrives, so the task that next writes the order finds every event the worker holds for it and
-sends them as one PUT. Announcing waits on the store, so a few threads do it, off the consumer's
-event loop; requests are handed to the pool back on the loop, as Celery hands its own.
+An event that is invalid, or that the store could not take, is handed to the worker's pool as
+an ``order_sync.apply_order_event`` request whose delivery is the event's own message: the task
+dead-letters it saying why, or retries it, and Celery acks the message (late, as for every task
+of ours) only then. A crash before either leaves the event in its queue.
+
+Validating and storing wait on the store, so a few threads do it, off the consumer's event
+loop; acks and hand-overs go back to the loop, as Celery does its own.
 """
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,21 +26,24 @@ from celery import bootsteps
 from kombu import Consumer, Message
 
 from worker.apply import runtime
+from worker.apply.dispatch import Dispatcher
+from worker.apply.sync import absorb_event
 from worker.apply.tasks import APPLY_ORDER_EVENT, dead_letter, reprs
-from worker.broker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE
+from worker.broker.topology import DEAD_LETTER_QUEUE
 from worker.coordination.gate import GateState
+from worker.coordination.orders import LANES
 from worker.coordination.store import StoreUnavailable
 from worker.deadletter.entries import EventContext, replay_history
 from worker.intake import envelope as intake
 from worker.intake.celery_hooks import PoolHandOff, task_message
 from worker.intake.gatekeeper import Gatekeeper
+from worker.intake.queue_watch import QUEUES, QueueWatch
 from worker.observability import health, metrics
+from worker.settings import broker_settings
 
 log = structlog.get_logger(__name__)
 
-# Events a worker holds unacked, at least: under a backlog, how far its reader runs ahead of its
-# pool, and so how many events of one order can share a PUT. A pool given more of its own queue
-# (concurrency x worker_prefetch_multiplier) is given as many events.
+# Events a worker holds unacked while it stores them: enough to keep the store busy.
 READ_AHEAD = 256
 # Each announce spends most of its time waiting for the store.
 ANNOUNCERS = 4
@@ -57,6 +63,8 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             lambda entry: dead_letter(self.app, entry),
             heartbeat=lambda: self.pool.call_soon(health.WORKER.beat),
         )
+        self.queue_watch: QueueWatch | None = None
+        self.dispatcher: Dispatcher | None = None
 
     @property
     def prefetch(self) -> int:
@@ -70,6 +78,14 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         self.reading = True
         health.WORKER.connection(True)
         self.gatekeeper.start()
+        if self.dispatcher is None:  # one for the worker's life, whatever the reconnects
+            self.queue_watch = QueueWatch(broker_settings())
+            self.dispatcher = Dispatcher(
+                runtime.pool_size,
+                self.queue_watch.behind,
+                lambda entry: dead_letter(self.app, entry),
+            )
+            self.dispatcher.start()
 
     def stop(self, c: Any) -> None:
         # The connection is lost or the worker stops; Celery reconnects and starts us again.
@@ -79,6 +95,10 @@ class EventConsumerStep(bootsteps.ConsumerStep):
     def shutdown(self, c: Any) -> None:
         health.WORKER.connection(False)
         self.gatekeeper.stop()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        if self.queue_watch is not None:
+            self.queue_watch.close()
         super().shutdown(c)
         # Events not yet handed to the pool go back to the queue unacked.
         self.announcers.shutdown(wait=False, cancel_futures=True)
@@ -89,10 +109,11 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         return [
             Consumer(
                 channel,
-                queues=[EVENTS_QUEUE],
-                on_message=self.submit,
+                queues=[QUEUES[lane]],
+                on_message=functools.partial(self.submit, lane),
                 prefetch_count=self.prefetch,
             )
+            for lane in LANES
         ]
 
     def set_reading(self, gate: GateState | None) -> None:
@@ -117,19 +138,19 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         else:
             log.warning("the fleet is paused: not reading the queues until it resumes")
 
-    def submit(self, message: Message) -> None:
-        self.announcers.submit(self.forward_or_give_back, message)
+    def submit(self, lane: str, message: Message) -> None:
+        self.announcers.submit(self.forward_or_give_back, lane, message)
 
-    def forward_or_give_back(self, message: Message) -> None:
+    def forward_or_give_back(self, lane: str, message: Message) -> None:
         # An error here would otherwise vanish into the thread pool and leave the message
         # unacked, holding a prefetch slot until the connection closes.
         try:
-            self.forward(message)
+            self.forward(lane, message)
         except Exception:
-            log.exception("event could not be handed to the pool; returned to the events queue")
+            log.exception("event could not be stored; returned to its queue")
             self.pool.call_soon_ack(message.requeue)
 
-    def forward(self, message: Message) -> None:
+    def forward(self, lane: str, message: Message) -> None:
         props: dict[str, Any] = message.properties or {}
         envelope = intake.envelope(
             message.body or b"",
@@ -140,50 +161,41 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         )
         metrics.EVENTS_RECEIVED.inc()
         try:
-            finished, validated = self.announce(envelope)
+            stored = self.store(envelope, lane)
         finally:
             structlog.contextvars.clear_contextvars()
-        if finished is not None:  # a redelivery or a publisher's retry: nothing left to do
+        if stored:  # kept for its order's turn, or it already ended: the message is done
             self.pool.call_soon_ack(message.ack)
+            if self.dispatcher is not None:
+                self.dispatcher.wake()
             return
-        self.pool.call_soon(self.hand_over, self.as_request(message, envelope, validated))
+        self.pool.call_soon(self.hand_over, self.as_request(message, envelope, lane))
 
     @staticmethod
-    def announce(envelope: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
-        """Validate the event and put it in its order's pending set now, ahead of its task.
-
-        Returns how the event already ended, if it did, and the validated event for its task,
-        so the schema runs once per event. An invalid event, or a store that did not answer,
-        gives (None, None): the task works it out from the envelope and decides.
-        """
+    def store(envelope: dict[str, Any], lane: str) -> bool:
+        """Validate the event and keep it with its order for the order's turn (or find that it
+        already ended). False when the task must decide: the event is invalid (it is
+        dead-lettered, saying why) or the store did not answer (it is retried)."""
         try:
-            event = intake.prepare(envelope, EventContext())
-            finished = runtime.current().coordinator.announce(event, envelope)
-        except intake.EventRejected:  # the task dead-letters it, saying why
-            return None, None
+            outcome = absorb_event(runtime.current(), envelope, None, EventContext(), lane)
+        except intake.EventRejected:
+            return False
         except StoreUnavailable as exc:
-            log.warning("event not announced: shared store unavailable", error=str(exc))
-            return None, None
-        except Exception:
-            log.exception("event not announced to its order; its task handles it alone")
-            return None, None
-        if finished is not None:
-            metrics.EVENTS_SKIPPED.labels(why=metrics.SKIPPED_DUPLICATE).inc()
-            log.info("event already handled", outcome=finished)
-        return finished, intake.as_validated(event)
+            log.warning("event not stored: shared store unavailable", error=str(exc))
+            return False
+        log.debug("event stored", outcome=outcome, lane=lane)
+        return True
 
-    def as_request(
-        self, message: Message, envelope: dict[str, Any], event: dict[str, Any] | None
-    ) -> Message:
+    def as_request(self, message: Message, envelope: dict[str, Any], lane: str) -> Message:
         """The event as a message of ``order_sync.apply_order_event``, delivered as the event's
         own message: acking or rejecting the request acks or rejects the event."""
         return task_message(
             self.app,
             APPLY_ORDER_EVENT,
             args=(envelope,),
-            kwargs={"event": event} if event else {},
+            kwargs={"lane": lane},
             delivered_as=message,
-            **reprs(envelope, event),
+            **reprs(envelope, None),
         )
 
     def hand_over(self, request: Message) -> None:

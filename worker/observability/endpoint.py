@@ -21,10 +21,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from worker.broker.connection import connect, queue_depths
+from worker.coordination.backlog import BacklogReport
 from worker.coordination.gate import KINDS, GateState
 from worker.deadletter.reasons import REASONS
 from worker.observability import health
 from worker.observability.metrics import (
+    BACKLOG_DRAIN_SECONDS,
+    BACKLOG_EVENTS,
+    BACKLOG_ORDERS,
     DEAD_LETTERS,
     FLEET_PAUSED,
     FLEET_PAUSED_SECONDS,
@@ -80,10 +84,40 @@ class FleetGateCollector(Collector):
         yield seconds
 
 
+class BacklogCollector(Collector):
+    """What waits for the API budget (orders per lane, events, time to drain), read from the
+    fleet's store at each scrape."""
+
+    def __init__(self, backlog: Callable[[], BacklogReport]) -> None:
+        self.backlog = backlog
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            report = self.backlog()
+        except Exception:  # a scrape must not fail because the store is down: no sample then
+            return
+        orders = GaugeMetricFamily(
+            BACKLOG_ORDERS, "Orders waiting for their turn for the API budget.", labels=["lane"]
+        )
+        for lane, count in report.orders.items():
+            orders.add_metric([lane], float(count))
+        yield orders
+        yield GaugeMetricFamily(
+            BACKLOG_EVENTS, "Events the waiting orders hold.", value=float(report.events)
+        )
+        if report.drain_seconds is not None:
+            yield GaugeMetricFamily(
+                BACKLOG_DRAIN_SECONDS,
+                "Estimated seconds until every waiting order has had its turn.",
+                value=report.drain_seconds,
+            )
+
+
 def serve(
     port: int,
     broker: BrokerSettings,
     gate_state: Callable[[], GateState | None],
+    backlog: Callable[[], BacklogReport],
     environ: Mapping[str, str] = os.environ,
 ) -> None:
     """Serve every process's metrics, summed, on ``port`` (call once, in the main process)."""
@@ -96,6 +130,7 @@ def serve(
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(QueueDepthCollector(broker))
     registry.register(FleetGateCollector(gate_state))
+    registry.register(BacklogCollector(backlog))
     server = make_server("", port, app(registry, health.WORKER), _Server, _QuietHandler)
     threading.Thread(target=server.serve_forever, name="metrics-endpoint", daemon=True).start()
 

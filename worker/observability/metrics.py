@@ -41,6 +41,11 @@ RATE_LIMIT_WAIT = Counter(
 RATE_LIMIT_PAUSES = Counter(
     "order_sync_rate_limit_pauses", "Times the API answered 429 and the fleet paused."
 )
+EVENTS_PER_PUT = Histogram(
+    "order_sync_events_per_put",
+    "Events one applied PUT carried (an order's pending events, merged).",
+    buckets=(1, 2, 3, 5, 10, 20, 50, 100),
+)
 
 
 # Label values, each a closed set the alert rules and the dashboard may name.
@@ -72,6 +77,7 @@ ALL: tuple[MetricWrapperBase, ...] = (
     TOKEN_FETCHES,
     RATE_LIMIT_WAIT,
     RATE_LIMIT_PAUSES,
+    EVENTS_PER_PUT,
 )
 
 # Read at each scrape rather than counted (see ``endpoint``): from the broker, and from the
@@ -79,3 +85,6 @@ ALL: tuple[MetricWrapperBase, ...] = (
 QUEUE_MESSAGES = "order_sync_queue_messages"
 FLEET_PAUSED = "order_sync_fleet_paused"  # {kind}: 1 for what paused the fleet, else 0
 FLEET_PAUSED_SECONDS = "order_sync_fleet_paused_seconds"  # 0 while calls flow
+BACKLOG_ORDERS = "order_sync_backlog_orders"  # {lane}: orders waiting for a turn
+BACKLOG_EVENTS = "order_sync_backlog_events"  # events they hold, all lanes
+BACKLOG_DRAIN_SECONDS = "order_sync_backlog_drain_seconds"  # estimated, at the rate limit

@@ -131,8 +131,13 @@ class SellercloudClient:
     def __repr__(self) -> str:
         return f"SellercloudClient({self.base_url!r})"
 
-    def update_order(self, order_id: int, body: dict[str, Any]) -> None:
-        """``PUT {base}/Orders/{id}``; returns on 200, raises a SellercloudError otherwise."""
+    def update_order(
+        self, order_id: int, body: dict[str, Any], *, slot_taken: bool = False
+    ) -> None:
+        """``PUT {base}/Orders/{id}``; returns on 200, raises a SellercloudError otherwise.
+
+        ``slot_taken``: the caller already waited for this call's rate-limit slot (a repeat
+        after a 401 still waits for one of its own)."""
         # Token first: a request that waited for a token after taking its rate-limit slot would
         # go out in a burst with every other request that waited for the same token.
         self.tokens.get()
@@ -142,6 +147,7 @@ class SellercloudClient:
             f"{self.base_url}/Orders/{order_id}",
             json=body,
             auth=self.auth,
+            slot_taken=slot_taken,
         )
         if 200 <= response.status_code < 300:
             return
@@ -173,8 +179,10 @@ class SellercloudClient:
                 response_body=_kept(response),
             ) from exc
 
-    def _send(self, endpoint: str, method: str, url: str, **kwargs: Any) -> requests.Response:
-        if self.before_call is not None:
+    def _send(
+        self, endpoint: str, method: str, url: str, *, slot_taken: bool = False, **kwargs: Any
+    ) -> requests.Response:
+        if self.before_call is not None and not slot_taken:
             self.before_call()
         started = time.perf_counter()
         status: int | None = None

@@ -1,0 +1,72 @@
+"""How far behind the fleet's reading of the events queues is, as the broker counts it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import structlog
+from kombu import Connection
+
+from worker.broker.connection import connect
+from worker.broker.topology import EVENTS_BULK_QUEUE, EVENTS_QUEUE
+from worker.coordination.orders import BULK, LIVE
+from worker.settings import BrokerSettings
+
+log = structlog.get_logger(__name__)
+
+# A queue holding more events than the fleet reads in a fraction of a second is a backlog
+# being read, not the ordinary trickle of live changes.
+BACKLOG_MESSAGES = 100
+REFRESH_SECONDS = 0.5
+QUEUES = {LIVE: EVENTS_QUEUE, BULK: EVENTS_BULK_QUEUE}
+
+
+class QueueWatch:
+    """``behind()``: lane -> whether its queue holds a backlog; asks the broker at most twice a
+    second, on a connection of its own. When the broker cannot say, nothing is behind: turns
+    never wait on a question that has no answer."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.settings = settings
+        self._connection: Connection | None = None
+        self._lock = threading.Lock()
+        self._asked = 0.0
+        self._behind: dict[str, bool] = {}
+
+    def behind(self) -> dict[str, bool]:
+        with self._lock:
+            if time.monotonic() - self._asked >= REFRESH_SECONDS:
+                self._behind = self._ask()
+                self._asked = time.monotonic()
+            return self._behind
+
+    def depths(self) -> dict[str, int]:
+        """Lane -> events waiting to be read."""
+        if self._connection is None:
+            self._connection = connect(self.settings)
+        channel: Any = self._connection.channel()
+        try:
+            depths = {}
+            for lane, queue in QUEUES.items():
+                bound: Any = queue(channel)
+                depths[lane] = int(bound.queue_declare(passive=True).message_count)
+            return depths
+        finally:
+            channel.close()
+
+    def _ask(self) -> dict[str, bool]:
+        try:
+            return {lane: depth > BACKLOG_MESSAGES for lane, depth in self.depths().items()}
+        except Exception as exc:
+            log.debug("queue depths unavailable", error=str(exc))
+            self.close()
+            return {}
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.release()
+            finally:
+                self._connection = None
