@@ -28,7 +28,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
 
 from worker.apply import retry
 from worker.broker.topology import DEAD_LETTER_QUEUE, EVENT_QUEUES, TASKS_QUEUE
-from worker.coordination import gate
+from worker.coordination import gate, orders
 from worker.deadletter import reasons as deadletter
 from worker.observability import metrics
 from worker.sellercloud.client import ENDPOINTS
@@ -279,6 +279,9 @@ def served(
         metrics.QUEUE_MESSAGES: ("gauge", {"queue": QUEUES}),
         metrics.FLEET_PAUSED: ("gauge", {"kind": frozenset(gate.KINDS)}),
         metrics.FLEET_PAUSED_SECONDS: ("gauge", {}),
+        metrics.BACKLOG_ORDERS: ("gauge", {"lane": frozenset(orders.LANES)}),
+        metrics.BACKLOG_EVENTS: ("gauge", {}),
+        metrics.BACKLOG_DRAIN_SECONDS: ("gauge", {}),
     }
     for metric in worker_metrics:
         labels = LABEL_VALUES.get(metric, {})

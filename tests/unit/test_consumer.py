@@ -13,6 +13,7 @@ from kombu.serialization import loads
 from worker.apply.tasks import APPLY_ORDER_EVENT
 from worker.broker.topology import EVENTS_QUEUE
 from worker.celery import app
+from worker.coordination.orders import BULK
 from worker.intake.consumer import EventConsumerStep
 
 BODY = b'{"event_id": "e-1", "order_id": 5001}'
@@ -47,14 +48,14 @@ def test_the_request_carries_the_event_as_received_for_the_named_task(
     received: tuple[Any, Message],
 ) -> None:
     _, message = received
-    request = step_for_app().as_request(message, {"body": "x"}, {"event_id": "e-1"})
+    request = step_for_app().as_request(message, {"body": "x"}, BULK)
     assert request.headers["task"] == APPLY_ORDER_EVENT
-    assert request.headers["kwargsrepr"] == "{'event_id': 'e-1'}"
+    assert request.headers["kwargsrepr"] == "{'event_id': None}"
     args, kwargs, _embed = loads(
         request.body, request.content_type, request.content_encoding, accept=["application/json"]
     )
     assert args == [{"body": "x"}]
-    assert kwargs == {"event": {"event_id": "e-1"}}
+    assert kwargs == {"lane": BULK}
     assert request.delivery_tag == message.delivery_tag
     assert request.channel is message.channel
 

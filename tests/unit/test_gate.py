@@ -3,8 +3,11 @@ at a time; a closed gate stops every call but the probe."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
+from schemas.event import OrderChange
 from worker.coordination.gate import (
     API_UNAVAILABLE,
     CREDENTIALS,
@@ -14,7 +17,7 @@ from worker.coordination.gate import (
     FleetPaused,
     GateSettings,
 )
-from worker.coordination.orders import OrderCoordinator
+from worker.coordination.orders import LIVE, OrderCoordinator, OrderTurn
 from worker.coordination.rate import Rate
 from worker.coordination.ratelimit import FleetRateLimiter
 from worker.coordination.store import Store
@@ -46,6 +49,15 @@ def test_three_different_orders_failing_in_a_row_close_the_gate_once(store: Stor
     assert gate.state() == state
 
 
+def turn_of(coordinator: OrderCoordinator, order_id: int) -> OrderTurn:
+    """The turn of an order holding one pending event."""
+    event = OrderChange(f"e-{order_id}", order_id, dt.datetime.now(dt.UTC), {"customer_id": 1})
+    assert coordinator.absorb(event, {}, LIVE) is None
+    turn = coordinator.next_turn("me", {LIVE: 0.0}, only=order_id)
+    assert turn is not None
+    return turn
+
+
 def test_an_answered_call_ends_the_streak(store: Store) -> None:
     """One order failing while others succeed never makes an outage."""
     gate = gate_on(store)
@@ -53,8 +65,7 @@ def test_an_answered_call_ends_the_streak(store: Store) -> None:
     for order_id in (1, 2, 1, 3, 1, 4):
         assert not gate.note_failure(1 if order_id == 1 else order_id, RuntimeError("503"))
         if order_id != 1:  # another order's call was answered
-            assert coordinator.claim(order_id, "me") is not None
-            coordinator.settle(order_id, "me", [], "applied", answered=True)
+            coordinator.settle(turn_of(coordinator, order_id), "me", "applied", answered=True)
     assert gate.state() is None
     assert store.get(GATE_KEY) is None
 
@@ -64,8 +75,7 @@ def test_settling_without_an_answer_keeps_the_streak(store: Store) -> None:
     coordinator = OrderCoordinator(store, dedup_window=60, lock_ttl=30)
     gate.note_failure(1, RuntimeError("503"))
     gate.note_failure(2, RuntimeError("503"))
-    assert coordinator.claim(9, "me") is not None
-    coordinator.settle(9, "me", [], "stale")  # no call was made
+    coordinator.settle(turn_of(coordinator, 9), "me", "stale")  # no call was made
     assert gate.note_failure(3, RuntimeError("503"))
 
 

@@ -15,9 +15,10 @@ from kombu import Producer
 
 from schemas.event import ADDRESS_FIELDS
 from worker.apply.runtime import Runtime
-from worker.apply.sync import apply_event
+from worker.apply.sync import absorb_event
 from worker.broker.topology import EVENTS_QUEUE
 from worker.cli.demo import ADDRESS as DEMO_ADDRESS
+from worker.coordination.orders import LIVE
 from worker.deadletter.entries import EventContext
 from worker.intake import envelope as pipeline
 from worker.sellercloud import SellercloudClient
@@ -111,14 +112,12 @@ def rejection(payload: dict[str, Any]) -> pipeline.EventRejected:
     body = json.dumps(payload)
     try:
         with pytest.raises(pipeline.EventRejected) as rejected:
-            apply_event(
+            absorb_event(
                 cast(Runtime, _NoRuntime()),
                 pipeline.envelope(body, content_type="application/json"),
                 None,
                 EventContext(),
-                owner="test",
-                failures=0,
-                dead_letter=lambda entry: pytest.fail(f"dead-lettered by the task: {entry}"),
+                LIVE,
             )
     finally:
         structlog.contextvars.clear_contextvars()
@@ -245,11 +244,11 @@ def test_an_event_that_cannot_be_forwarded_goes_back_to_its_queue(monkeypatch: A
         assert message is not None
         step = EventConsumerStep(parent=None)
 
-        def broken(_message: Any) -> None:
+        def broken(_lane: str, _message: Any) -> None:
             raise RuntimeError("a bug")
 
         monkeypatch.setattr(step, "forward", broken)
-        step.forward_or_give_back(message)
+        step.forward_or_give_back(LIVE, message)
         again = queue.get(no_ack=False)
         assert again is not None and again.body == message.body  # back in the queue
         step.announcers.shutdown()

@@ -490,7 +490,13 @@ def exposed_series(tmp_path: Path) -> dict[str, dict[str, set[str]]]:
     from worker.coordination.gate import FleetGate, GateSettings
     from worker.coordination.sqlite_store import SqliteStore
     from worker.observability import metrics
-    from worker.observability.endpoint import FleetGateCollector, QueueDepthCollector
+    from worker.coordination.backlog import backlog_report
+    from worker.coordination.orders import OrderCoordinator
+    from worker.observability.endpoint import (
+        BacklogCollector,
+        FleetGateCollector,
+        QueueDepthCollector,
+    )
     from worker.settings import broker_settings, fleet_settings
 
     registry = CollectorRegistry()
@@ -499,8 +505,11 @@ def exposed_series(tmp_path: Path) -> dict[str, dict[str, set[str]]]:
     broker = broker_settings({"ORDER_SYNC_DATA_DIR": str(tmp_path)})
     registry.register(QueueDepthCollector(broker))
     fleet = fleet_settings({"ORDER_SYNC_DATA_DIR": str(tmp_path)})
-    gate = FleetGate(SqliteStore(str(fleet.store_path)), GateSettings(5, 30.0))
+    store = SqliteStore(str(fleet.store_path))
+    gate = FleetGate(store, GateSettings(5, 30.0))
     registry.register(FleetGateCollector(gate.state))
+    coordinator = OrderCoordinator(store, 60.0, 30.0)
+    registry.register(BacklogCollector(lambda: backlog_report(coordinator, fleet.rate_limit)))
     labelled = [metric for metric in metrics.ALL if metric._labelnames]
     for metric in labelled:
         metric.labels(*["dummy"] * len(metric._labelnames))
@@ -531,6 +540,8 @@ def test_the_series_the_checks_allow_are_those_a_worker_exposes(tmp_path: Path) 
     assert exposed["order_sync_queue_messages"]["queue"] == set(queues)
     kinds = check_refs.SERIES["order_sync_fleet_paused"]["kind"]
     assert exposed["order_sync_fleet_paused"]["kind"] == set(kinds)
+    lanes = check_refs.SERIES["order_sync_backlog_orders"]["lane"]
+    assert exposed["order_sync_backlog_orders"]["lane"] == set(lanes)
 
 
 def test_a_metric_the_worker_gains_must_reach_the_files(monkeypatch: pytest.MonkeyPatch) -> None:

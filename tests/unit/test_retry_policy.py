@@ -8,7 +8,6 @@ import pytest
 
 from worker.apply.retry import (
     FLEET_PAUSED,
-    ORDER_BUSY,
     RETRY_REASONS,
     STORE_RETRY_SECONDS,
     STORE_UNAVAILABLE,
@@ -119,17 +118,6 @@ def test_a_refused_request_says_nothing_about_an_outage() -> None:
     assert gate.failures == []
 
 
-def test_a_paused_fleet_is_kept_as_it_is() -> None:
-    paused = FleetPaused("operator")
-    assert POLICY.after_failure(paused) is paused
-
-
-def test_another_writer_means_come_back_shortly_uncounted() -> None:
-    later = POLICY.order_busy()
-    assert (later.counted, later.reason) == (False, ORDER_BUSY)
-    assert later.countdown == pytest.approx(2.0 / 4 + 0.2)
-
-
 def test_a_store_outage_waits_uncounted() -> None:
     decision = POLICY.after_failure(StoreUnavailable("redis down"))
     assert decision == RetryLater(
@@ -164,7 +152,6 @@ def test_a_bug_of_ours_is_dead_lettered_as_internal_error_with_its_traceback() -
 
 def test_every_retry_reason_the_policy_gives_is_declared() -> None:
     reasons = {
-        POLICY.order_busy().reason,
         STORE_UNAVAILABLE,
         FLEET_PAUSED,
         api.RateLimited("x").reason,
