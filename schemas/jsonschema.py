@@ -108,7 +108,9 @@ def event_json_schema() -> dict[str, Any]:
     document["title"] = "Order-change event"
     document["description"] = (
         "Published as a persistent application/json message to the topic exchange "
-        "'order-events' with routing key 'order.changed'. Each field of 'changes' may be "
+        "'order-events' with routing key 'order.changed' for a live change, or "
+        "'order.changed.bulk' for a bulk one (a re-sync, a replay, a catch-up: live changes "
+        "go first); the body is the same for both. Each field of 'changes' may be "
         "written in snake_case or in Sellercloud's PascalCase; null or absent means no change."
     )
     return document

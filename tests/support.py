@@ -26,6 +26,7 @@ from worker.broker.connection import connect
 from worker.broker.topology import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
+    EVENT_QUEUES,
     EVENTS_EXCHANGE,
     EVENTS_QUEUE,
     TASKS_EXCHANGE,
@@ -99,7 +100,7 @@ def reset_topology(url: str) -> None:
     """Delete our queues and exchanges on the broker at ``url``: the next user starts empty."""
     with Connection(url) as connection:
         channel = connection.channel()
-        for queue in (EVENTS_QUEUE, TASKS_QUEUE, DEAD_LETTER_QUEUE):
+        for queue in (*EVENT_QUEUES, TASKS_QUEUE, DEAD_LETTER_QUEUE):
             try:
                 queue(channel).delete()
             except Exception:
@@ -184,10 +185,10 @@ class Pipeline:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
-    def publish(self, *events: dict[str, Any]) -> None:
+    def publish(self, *events: dict[str, Any], bulk: bool = False) -> None:
         with EventPublisher(self.broker) as publisher:
             for event in events:
-                publisher.publish(event)
+                publisher.publish(event, bulk=bulk)
 
     def publish_raw(self, body: str | bytes, content_type: str = "application/json") -> None:
         with connect(self.broker) as connection:
@@ -251,14 +252,29 @@ def restart_rabbitmq() -> None:
 
 @contextmanager
 def redis_down() -> Iterator[None]:
-    """Redis shut down for the block (it keeps nothing on disk) and started again after it."""
-    _run("redis-cli", "-p", "6379", "shutdown", "nosave", timeout=60)
+    """Redis shut down for the block and started again after it with its data, as a production
+    Redis keeps it: the shared store holds events waiting for their turn. The machine's Redis
+    keeps nothing on disk otherwise, so its data is saved on the way down (in its own folder:
+    that setting is protected), loaded on the way up, and the file removed once loaded."""
+    import redis
+
+    client = redis.Redis(port=6379)
+    folder = Path(str(client.config_get("dir")["dir"]))
+    saved = folder / str(client.config_get("dbfilename")["dbfilename"])
+    client.close()
+    _run("redis-cli", "-p", "6379", "shutdown", "save", timeout=60)
     try:
         yield
     finally:
         _run(
             "redis-server",
             *("--daemonize", "yes", "--bind", "127.0.0.1", "--port", "6379"),
-            *("--save", "", "--appendonly", "no"),
+            *("--save", "", "--appendonly", "no", "--dir", str(folder)),
+            *("--dbfilename", saved.name),
             timeout=60,
         )
+        wait_for(lambda: reachable("127.0.0.1", 6379), what="Redis to come back")
+        restarted = redis.Redis(port=6379)
+        wait_for(lambda: restarted.info("persistence")["loading"] == 0, what="Redis to load")
+        restarted.close()
+        saved.unlink(missing_ok=True)

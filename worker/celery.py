@@ -31,6 +31,7 @@ from worker.broker.connection import redacted, transport_options, warn_if_embedd
 from worker.broker.topology import TASKS_QUEUE
 from worker.coordination.backlog import BacklogReport, backlog_report
 from worker.coordination.gate import GateState
+from worker.coordination.redis_store import RedisStore
 from worker.intake.consumer import EventConsumerStep
 from worker.observability import endpoint
 from worker.observability.logs import configure_logging, wants_json
@@ -146,6 +147,14 @@ def _check_settings(sender: Any = None, **_: Any) -> None:
     if sender is not None:
         runtime.pool_size = int(getattr(sender, "concurrency", 10) or 10)
     warn_if_embedded(BROKER)
+    if fleet.redis_url:
+        store = RedisStore(fleet.redis_url)
+        if store.keeps_data() is False:
+            log.warning(
+                "Redis keeps nothing on disk (appendonly no): events waiting for their turn "
+                "would be lost if it restarted; run it with appendonly yes",
+            )
+        store.close()
     if (
         BROKER.url.startswith("redis")
         and settings.retry_backoff_max >= BROKER.redis_visibility_timeout

@@ -19,7 +19,12 @@ from marshmallow import ValidationError
 from schemas.errors import describe_errors
 from schemas.event import load_event
 from worker.broker.connection import PERSISTENT, PUBLISH_RETRY_POLICY, connect
-from worker.broker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, PUBLISHER_QUEUES
+from worker.broker.topology import (
+    BULK_ROUTING_KEY,
+    EVENT_ROUTING_KEY,
+    EVENTS_EXCHANGE,
+    PUBLISHER_QUEUES,
+)
 from worker.settings import BrokerSettings, broker_settings
 
 
@@ -61,12 +66,14 @@ class EventPublisher:
     ) -> None:
         self.connection.release()
 
-    def publish(self, event: Mapping[str, Any]) -> None:
-        """Validate and publish one event; raises InvalidEvents if it breaks the contract."""
+    def publish(self, event: Mapping[str, Any], *, bulk: bool = False) -> None:
+        """Validate and publish one event; raises InvalidEvents if it breaks the contract.
+        ``bulk``: a re-sync, replay or catch-up, which live changes go before."""
         problems = validate_events([("event", event)])
         if problems:
             raise InvalidEvents(problems)
-        self.publish_raw(json.dumps(event, separators=(",", ":")), str(event.get("event_id")))
+        body = json.dumps(event, separators=(",", ":"))
+        self.publish_raw(body, str(event.get("event_id")), bulk=bulk)
 
     def publish_raw(
         self,
@@ -75,6 +82,7 @@ class EventPublisher:
         *,
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
+        bulk: bool = False,
     ) -> None:
         """Publish a body as is (no validation), as a non-Python upstream would."""
         if self.producer is None:
@@ -82,7 +90,7 @@ class EventPublisher:
         self.producer.publish(
             body,
             exchange=EVENTS_EXCHANGE,
-            routing_key=EVENT_ROUTING_KEY,
+            routing_key=BULK_ROUTING_KEY if bulk else EVENT_ROUTING_KEY,
             declare=list(PUBLISHER_QUEUES),
             content_type=content_type,
             content_encoding="binary" if isinstance(body, bytes) else "utf-8",
@@ -95,9 +103,13 @@ class EventPublisher:
 
 
 def publish_events(
-    events: Iterable[Mapping[str, Any]], settings: BrokerSettings | None = None
+    events: Iterable[Mapping[str, Any]],
+    settings: BrokerSettings | None = None,
+    *,
+    bulk: bool = False,
 ) -> int:
-    """Validate every event, then publish them all; returns how many were published.
+    """Validate every event, then publish them all (``bulk``: as bulk events, which live
+    changes go before); returns how many were published.
 
     Raises InvalidEvents (publishing nothing) if any event breaks the contract.
     """
@@ -107,5 +119,6 @@ def publish_events(
         raise InvalidEvents(problems)
     with EventPublisher(settings) as publisher:
         for event in batch:
-            publisher.publish_raw(json.dumps(event, separators=(",", ":")), str(event["event_id"]))
+            body = json.dumps(event, separators=(",", ":"))
+            publisher.publish_raw(body, str(event["event_id"]), bulk=bulk)
     return len(batch)

@@ -31,10 +31,10 @@ from kombu import Connection
 from tests.support import Pipeline, wait_for
 from worker.broker.connection import connect, transport_options
 from worker.broker.embedded import INFLIGHT
-from worker.broker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
+from worker.broker.topology import DEAD_LETTER_QUEUE, EVENT_QUEUES, TASKS_QUEUE
 
 APPLIED = "event applied"
-WORK_QUEUES = (EVENTS_QUEUE.name, TASKS_QUEUE.name)
+WORK_QUEUES = (*(queue.name for queue in EVENT_QUEUES), TASKS_QUEUE.name)
 
 
 def records(pipeline: Pipeline, worker: int | None = None) -> list[dict[str, Any]]:
@@ -150,7 +150,7 @@ def _ready_in_work_queues(pipeline: Pipeline) -> int:
         try:
             return sum(
                 int(queue(channel).queue_declare(passive=True).message_count)
-                for queue in (EVENTS_QUEUE, TASKS_QUEUE)
+                for queue in (*EVENT_QUEUES, TASKS_QUEUE)
             )
         finally:
             channel.close()

@@ -261,19 +261,19 @@ def dead_lettered_again_after_a_lost_ack(pipeline: Pipeline, book: Ledger, event
 
 
 def applied_as_redis_went_down(pipeline: Pipeline, book: Ledger, event_id: str) -> bool:
-    """The event's PUT landed, but its task could not record that as Redis went down, and said
-    so; the task came back once the store did, and Redis (restarted empty: these tests keep
-    nothing on disk) no longer knew the event, so it was applied again, with the same values."""
+    """The event's PUT landed, but its turn could not record that as Redis went down, and said
+    so; once the order's lock ran out, Redis (back with its data) still held the event as
+    waiting, so a later turn applied it again, with the same values."""
     if book.dead[event_id] or book.applied[event_id] != 2:
         return False
     found = records(pipeline)
     first = next(
-        r["task_id"]
+        r["turn_id"]
         for r in found
         if r.get("event") == "event applied" and event_id in r["event_ids"]
     )
     return any(
-        r.get("task_id") == first and r.get("event", "").startswith("shared store unavailable")
+        r.get("turn_id") == first and r.get("event", "").startswith("shared store unavailable")
         for r in found
     )
 

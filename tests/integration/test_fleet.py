@@ -72,11 +72,14 @@ def test_an_older_event_never_overwrites_a_newer_one(fleet: Pipeline) -> None:
 def test_duplicates_are_applied_once(fleet: Pipeline) -> None:
     fleet.start_worker()
     duplicate = event(9710, 1, "evt-dup-1", customer_id=3)
+    # Copies that arrive while the event waits for its turn are one pending event ...
     fleet.publish(duplicate, duplicate, duplicate)
     fleet.wait_applied(9710)
+    # ... and copies that arrive after it was applied are recognised and dropped.
+    fleet.publish(duplicate, duplicate)
     wait_for(
         lambda: sum(r["event"] == "event already handled" for r in fleet.log_records()) >= 2,
-        what="both copies to be recognised",
+        what="both late copies to be recognised",
     )
     wait_drained(fleet)
     assert len(puts(fleet, 9710)) == 1

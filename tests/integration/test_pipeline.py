@@ -92,7 +92,7 @@ def test_a_400_is_dead_lettered_at_once_with_status_and_body(pipeline: Pipeline)
     assert entry["event_id"] == event["event_id"]
     assert entry["attempts"] == 1
     assert entry["request"] == {"method": "PUT", "path": "/Orders/5005", "body": {"CustomerId": 9}}
-    for key in ("id", "error", "dead_lettered_at", "first_received_at", "task_id", "worker"):
+    for key in ("id", "error", "dead_lettered_at", "first_received_at", "turn_id", "worker"):
         assert entry[key], key
     assert pipeline.statuses(5005) == [400]
 

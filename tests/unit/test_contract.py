@@ -106,3 +106,11 @@ def test_the_copied_documents_equal_the_api_documentation(name: str) -> None:
     assert (DOCUMENTS / name).read_bytes() == (SHARED / name).read_bytes(), (
         f"tests/data/sellercloud/{name} differs from {SHARED / name}: copy it again"
     )
+
+
+def test_the_schema_tells_publishers_both_routing_keys() -> None:
+    from worker.broker.topology import BULK_ROUTING_KEY, EVENT_ROUTING_KEY
+
+    description = event_json_schema()["description"]
+    assert f"'{EVENT_ROUTING_KEY}'" in description
+    assert f"'{BULK_ROUTING_KEY}'" in description

@@ -487,11 +487,11 @@ def exposed_series(tmp_path: Path) -> dict[str, dict[str, set[str]]]:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
+    from worker.coordination.backlog import backlog_report
     from worker.coordination.gate import FleetGate, GateSettings
+    from worker.coordination.orders import OrderCoordinator
     from worker.coordination.sqlite_store import SqliteStore
     from worker.observability import metrics
-    from worker.coordination.backlog import backlog_report
-    from worker.coordination.orders import OrderCoordinator
     from worker.observability.endpoint import (
         BacklogCollector,
         FleetGateCollector,

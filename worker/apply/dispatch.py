@@ -17,7 +17,6 @@ waiting at start costs one PUT per order, not one per event the first turns happ
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -33,7 +32,7 @@ from worker.apply.sync import DeadLetter, take_turn
 from worker.coordination.gate import FleetPaused
 from worker.coordination.orders import BULK, LANES, LIVE, OrderTurn
 from worker.coordination.store import StoreUnavailable
-from worker.sellercloud.errors import RateLimited, SellercloudError
+from worker.sellercloud.errors import RateLimited
 
 log = structlog.get_logger(__name__)
 
@@ -121,11 +120,6 @@ class Dispatcher:
             self._wake.wait(IDLE_SECONDS)
             self._wake.clear()
             return False
-        # A token first, if one is due: fetched after the slot, it would delay the PUT past its
-        # slot and into the next one's, a burst the API may answer with 429. A failure is left
-        # to the turn, whose call meets it again and goes through the retry policy.
-        with contextlib.suppress(SellercloudError):
-            rt.client.tokens.get()
         rt.limiter.wait()  # this call's slot: sleeps until it comes
         slot_at = time.time()
         turn = rt.coordinator.next_turn(self.owner, self.holds(rt))

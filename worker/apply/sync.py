@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,6 +24,7 @@ from worker.apply.retry import FLEET_PAUSED, STORE_RETRY_SECONDS, RetryLater
 from worker.apply.runtime import Runtime
 from worker.coordination.gate import FleetPaused
 from worker.coordination.orders import DEAD_LETTERED, OrderTurn, PendingEvent
+from worker.coordination.store import StoreUnavailable
 from worker.deadletter.entries import EventContext, api_failure_entry, internal_error_entry
 from worker.intake.envelope import prepare
 from worker.observability import metrics
@@ -74,8 +76,33 @@ def take_turn(
     ``slot_at``: when the rate-limit slot the caller waited for came (None: take one). Raises
     FleetPaused, once the events are back in line, when the fleet's gate closed.
     """
+    turn_id = uuid.uuid4().hex[:12]
+    # The publishers' correlation ids: one, when every event of the turn carries the same.
+    correlations = sorted({str(c) for e in turn.events if (c := e.envelope.get("correlation_id"))})
+    with structlog.contextvars.bound_contextvars(
+        order_id=turn.order_id,
+        lane=turn.lane,
+        turn_id=turn_id,
+        event_ids=[e.event_id for e in turn.events],
+        **({"correlation_id": correlations[0]} if len(correlations) == 1 else {}),
+        **({"correlation_ids": correlations} if len(correlations) > 1 else {}),
+    ):
+        try:
+            return _take_turn(rt, turn, owner, _with_turn(dead_letter, turn_id), slot_at)
+        except StoreUnavailable as exc:
+            # Not recorded: once the lock runs out the order is due again and its events go
+            # once more (with the same values, if the call was made).
+            log.warning(
+                "shared store unavailable; the turn is sent again once its lock runs out",
+                error=str(exc),
+            )
+            raise
+
+
+def _take_turn(
+    rt: Runtime, turn: OrderTurn, owner: str, dead_letter: DeadLetter, slot_at: float | None
+) -> str:
     coordinator = rt.coordinator
-    structlog.contextvars.bind_contextvars(order_id=turn.order_id, lane=turn.lane)
     try:
         sent = _send(rt, turn, dead_letter, slot_at)
     except FleetPaused:
@@ -86,7 +113,7 @@ def take_turn(
         failures = turn.failures + int(later.counted)
         metrics.RETRIES.labels(reason=later.reason).inc()
         log.warning(
-            "order retry scheduled",
+            "event retry scheduled",
             reason=later.reason,
             error=later.error,
             attempt=failures,
@@ -96,14 +123,22 @@ def take_turn(
         )
         coordinator.settle(turn, owner, None, failures=failures, due_in=later.countdown)
         return WAITING
+    except StoreUnavailable:
+        raise
     except Exception:
         # A dead letter that could not be published, say: the events wait for another turn.
         coordinator.settle(turn, owner, None, failures=turn.failures, due_in=STORE_RETRY_SECONDS)
         raise
-    finally:
-        structlog.contextvars.unbind_contextvars("order_id", "lane")
     coordinator.settle(turn, owner, sent.outcome, sent.versions, answered=sent.answered)
     return sent.outcome
+
+
+def _with_turn(dead_letter: DeadLetter, turn_id: str) -> DeadLetter:
+    def dead_letter_of_turn(entry: dict[str, Any]) -> None:
+        entry["turn_id"] = turn_id
+        dead_letter(entry)
+
+    return dead_letter_of_turn
 
 
 def _send(rt: Runtime, turn: OrderTurn, dead_letter: DeadLetter, slot_at: float | None) -> Sent:
@@ -123,6 +158,9 @@ def _send(rt: Runtime, turn: OrderTurn, dead_letter: DeadLetter, slot_at: float 
         return Sent(STALE)
     try:
         body = update_order_body(merge.changes)
+        # The token first: a PUT that waited for one has missed its slot and takes another,
+        # rather than go out in a burst with the token request and the next slot's call.
+        rt.client.tokens.get()
         slot_taken = slot_at is not None and rt.limiter.on_time(slot_at)
         rt.client.update_order(turn.order_id, body, slot_taken=slot_taken)
     except FleetPaused:
@@ -156,7 +194,6 @@ def _send(rt: Runtime, turn: OrderTurn, dead_letter: DeadLetter, slot_at: float 
     metrics.EVENTS_PER_PUT.observe(len(events))
     log.info(
         "event applied",
-        event_ids=merge.event_ids,
         coalesced=len(events),
         fields=sorted(body),
     )
@@ -193,7 +230,8 @@ def _dead_letter_all(
         others = [e.event_id for e in events if e.event_id != pending.event_id]
         if others:
             entry["merged_with"] = others
-        dead_letter(entry)
+        with structlog.contextvars.bound_contextvars(event_id=pending.event_id):
+            dead_letter(entry)
 
 
 def _context_of(pending: PendingEvent, body: dict[str, Any]) -> EventContext:

@@ -82,7 +82,10 @@ def _prefork_as_asked(celery_args: tuple[str, ...]) -> list[str]:
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-def publish(files: tuple[str, ...], as_json: bool) -> None:
+@click.option(
+    "--bulk", is_flag=True, help="Publish as bulk events (a re-sync): live changes go first."
+)
+def publish(files: tuple[str, ...], as_json: bool, bulk: bool) -> None:
     """Validate events from FILES (JSON objects or JSON Lines; - or none for stdin), then publish.
 
     Nothing is published if any event is invalid; each error names the line and the field.
@@ -112,7 +115,8 @@ def publish(files: tuple[str, ...], as_json: bool) -> None:
         click.progressbar(events, label="publishing", file=sys.stderr, show_pos=True) as progress,
     ):
         for _label, event in progress:
-            publisher.publish_raw(json.dumps(event, separators=(",", ":")), str(event["event_id"]))
+            body = json.dumps(event, separators=(",", ":"))
+            publisher.publish_raw(body, str(event["event_id"]), bulk=bulk)
     if as_json:
         _echo_json({"published": len(events), "invalid": 0, "errors": []})
     else:

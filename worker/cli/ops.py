@@ -90,7 +90,8 @@ def health_command(probe: str | None, this_host: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="The status as one JSON object.")
 def status_command(as_json: bool) -> None:
     """Queue depths, dead letters by reason, the oldest waiting event, whether the fleet is
-    paused (since when, why), rate budget, token age."""
+    paused (since when, why), rate budget, token age, and the backlog waiting for the API
+    budget (orders, events, budget used per minute, when it will be done)."""
     from worker.broker.connection import connect
     from worker.deadletter import operations as dlq
     from worker.observability import fleet_status
@@ -106,6 +107,7 @@ def status_command(as_json: bool) -> None:
             r: g.count for r, g in summary.ranked(summary.by_reason)
         }
         report["fleet"] = fleet_status.fleet_state()
+        report["backlog"] = fleet_status.backlog()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     except Exception as exc:
@@ -122,3 +124,17 @@ def status_command(as_json: bool) -> None:
     click.echo(f"oldest waiting event       {json.dumps(oldest) if oldest else 'none'}")
     for key, value in report["fleet"].items():
         click.echo(f"{key.replace('_', ' '):<27}{value}")
+    waiting = report["backlog"]
+    orders = ", ".join(f"{count} {lane}" for lane, count in waiting["orders"].items())
+    click.echo(f"backlog                    {orders} order(s), {waiting['events']} event(s)")
+    budget = waiting["budget_per_minute"]
+    click.echo(
+        f"budget used                {waiting['calls_last_minute']} calls in the last minute"
+        + (f" of {budget}" if budget else "")
+    )
+    if waiting["drain_seconds"] is None:
+        click.echo("done by                    unknown (no rate limit and no calls lately)")
+    else:
+        click.echo(
+            f"done by                    {waiting['done_by']} (in {waiting['drain_seconds']} s)"
+        )

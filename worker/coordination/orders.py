@@ -206,6 +206,10 @@ class OrderCoordinator:
             clear=STREAK_KEY if answered else None,
         )
 
+    def pending_events(self) -> int:
+        """Events stored and waiting for their order's turn, fleet-wide."""
+        return max(0, int(self.store.get(KEYS.events) or 0))
+
     def backlog(self) -> Backlog:
         """Orders waiting per lane's due set (``DUE``), and events pending in all."""
         return self.store.backlog(list(KEYS.due), KEYS.events)

@@ -32,18 +32,26 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 # KEYS: done, hash, join, events, unless_in, leave; ARGV: field, value, even_if_done, member,
-# has_unless_in, has_leave.
+# has_unless_in, has_leave. A member that leaves a set for another keeps a due time still to
+# come there (its turn's lease, or its retry's wait): it joins from then, not from now.
 _ABSORB = (
     """
 local done = redis.call('GET', KEYS[1])
 if done and ARGV[3] == '0' then return done end
 if redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) == 1 then redis.call('INCR', KEYS[4]) end
-if ARGV[6] == '1' then redis.call('ZREM', KEYS[6], ARGV[4]) end
-if ARGV[5] == '1' and redis.call('ZSCORE', KEYS[5], ARGV[4]) then return done or '' end
 """
     + _NOW
     + """
-redis.call('ZADD', KEYS[3], 'NX', now, ARGV[4])
+local at = now
+if ARGV[6] == '1' then
+  local left = redis.call('ZSCORE', KEYS[6], ARGV[4])
+  if left then
+    redis.call('ZREM', KEYS[6], ARGV[4])
+    if tonumber(left) > now then at = tonumber(left) end
+  end
+end
+if ARGV[5] == '1' and redis.call('ZSCORE', KEYS[5], ARGV[4]) then return done or '' end
+redis.call('ZADD', KEYS[3], 'NX', at, ARGV[4])
 return done or ''
 """
 )
@@ -379,6 +387,15 @@ class RedisStore:
     ) -> bool:
         args = [member, threshold, _ms(window), gate_value]
         return bool(self._run(self._note_failure, [streak_key, gate_key], args))
+
+    def keeps_data(self) -> bool | None:
+        """Whether Redis writes an append-only file (so events waiting for their turn survive
+        its restart); None when it will not say (CONFIG is often disabled on managed Redis)."""
+        try:
+            found: Any = self._client.config_get("appendonly")
+        except redis.RedisError:
+            return None
+        return str(found.get("appendonly", "")).lower() == "yes"
 
     def close(self) -> None:
         with self._clients_lock:

@@ -166,11 +166,16 @@ class SqliteStore:
             self._hash_put(db, entry.hash_key, {entry.field: entry.value}, now, KEPT)
             if new:
                 self._add_to(db, keys.events, 1, now)
+            at = now
             if lane.leave:
+                # A due time still to come there (a turn's lease, a retry's wait) comes along.
+                left = self._due_at(db, lane.leave, member)
                 db.execute("DELETE FROM due WHERE key = ? AND member = ?", (lane.leave, member))
+                if left is not None:
+                    at = max(now, left)
             if lane.unless_in and self._due_at(db, lane.unless_in, member) is not None:
                 return done
-            db.execute("INSERT OR IGNORE INTO due VALUES (?, ?, ?)", (lane.join, member, now))
+            db.execute("INSERT OR IGNORE INTO due VALUES (?, ?, ?)", (lane.join, member, at))
             return done
 
         return self._run(absorb)

@@ -18,6 +18,8 @@ loop; acks and hand-overs go back to the loop, as Celery does its own.
 from __future__ import annotations
 
 import functools
+import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -64,6 +66,9 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             heartbeat=lambda: self.pool.call_soon(health.WORKER.beat),
         )
         self.queue_watch: QueueWatch | None = None
+        # Lane -> events read and not yet stored or handed over (see QueueWatch).
+        self.in_flight: Counter[str] = Counter()
+        self._in_flight_lock = threading.Lock()
         self.dispatcher: Dispatcher | None = None
 
     @property
@@ -79,11 +84,19 @@ class EventConsumerStep(bootsteps.ConsumerStep):
         health.WORKER.connection(True)
         self.gatekeeper.start()
         if self.dispatcher is None:  # one for the worker's life, whatever the reconnects
-            self.queue_watch = QueueWatch(broker_settings())
+            # The runtime is built on first use, after the worker's concurrency is known.
+            self.queue_watch = QueueWatch(
+                broker_settings(),
+                lambda: runtime.current().coordinator.pending_events(),  # noqa: PLW0108
+                self.in_flight.__getitem__,
+            )
+            hostname = str(getattr(c, "hostname", ""))
+
+            def dead_letter_of_worker(entry: dict[str, Any]) -> None:
+                dead_letter(self.app, {**entry, "worker": hostname})
+
             self.dispatcher = Dispatcher(
-                runtime.pool_size,
-                self.queue_watch.behind,
-                lambda entry: dead_letter(self.app, entry),
+                runtime.pool_size, self.queue_watch.behind, dead_letter_of_worker
             )
             self.dispatcher.start()
 
@@ -139,18 +152,27 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             log.warning("the fleet is paused: not reading the queues until it resumes")
 
     def submit(self, lane: str, message: Message) -> None:
+        with self._in_flight_lock:
+            self.in_flight[lane] += 1
         self.announcers.submit(self.forward_or_give_back, lane, message)
 
     def forward_or_give_back(self, lane: str, message: Message) -> None:
         # An error here would otherwise vanish into the thread pool and leave the message
         # unacked, holding a prefetch slot until the connection closes.
+        stored = False
         try:
-            self.forward(lane, message)
+            stored = self.forward(lane, message)
         except Exception:
             log.exception("event could not be stored; returned to its queue")
             self.pool.call_soon_ack(message.requeue)
+        finally:
+            with self._in_flight_lock:
+                self.in_flight[lane] -= 1
+        if stored and self.dispatcher is not None:
+            self.dispatcher.wake()
 
-    def forward(self, lane: str, message: Message) -> None:
+    def forward(self, lane: str, message: Message) -> bool:
+        """Store the event and ack it (True), or hand it to the pool as a task (False)."""
         props: dict[str, Any] = message.properties or {}
         envelope = intake.envelope(
             message.body or b"",
@@ -166,10 +188,9 @@ class EventConsumerStep(bootsteps.ConsumerStep):
             structlog.contextvars.clear_contextvars()
         if stored:  # kept for its order's turn, or it already ended: the message is done
             self.pool.call_soon_ack(message.ack)
-            if self.dispatcher is not None:
-                self.dispatcher.wake()
-            return
+            return True
         self.pool.call_soon(self.hand_over, self.as_request(message, envelope, lane))
+        return False
 
     @staticmethod
     def store(envelope: dict[str, Any], lane: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -16,20 +17,33 @@ from worker.settings import BrokerSettings
 
 log = structlog.get_logger(__name__)
 
-# A queue holding more events than the fleet reads in a fraction of a second is a backlog
-# being read, not the ordinary trickle of live changes.
+# A queue holding more events than the fleet reads in a fraction of a second has a backlog
+# being read, not the ordinary trickle of live changes; the backlog lasts until it is empty.
 BACKLOG_MESSAGES = 100
 REFRESH_SECONDS = 0.5
 QUEUES = {LIVE: EVENTS_QUEUE, BULK: EVENTS_BULK_QUEUE}
 
 
 class QueueWatch:
-    """``behind()``: lane -> whether its queue holds a backlog; asks the broker at most twice a
-    second, on a connection of its own. When the broker cannot say, nothing is behind: turns
-    never wait on a question that has no answer."""
+    """``behind()``: lane -> whether its queue holds a backlog still being read; asks the broker
+    at most twice a second, on a connection of its own. A lane is behind while this worker holds
+    events of it read but not yet stored (``in_flight``: the broker hands a consumer up to its
+    prefetch at once, so a queue looks empty before its backlog is stored), and from when its
+    queue holds more than ``BACKLOG_MESSAGES`` until the queue is empty and the fleet has stopped
+    storing events (``pending_events``, the store's count, no longer grows: other workers'
+    last reads). When the broker cannot say, nothing is behind: turns never wait on a question
+    that has no answer."""
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        pending_events: Callable[[], int],
+        in_flight: Callable[[str], int],
+    ) -> None:
         self.settings = settings
+        self.pending_events = pending_events
+        self.in_flight = in_flight
+        self._events = 0
         self._connection: Connection | None = None
         self._lock = threading.Lock()
         self._asked = 0.0
@@ -40,7 +54,9 @@ class QueueWatch:
             if time.monotonic() - self._asked >= REFRESH_SECONDS:
                 self._behind = self._ask()
                 self._asked = time.monotonic()
-            return self._behind
+            return {
+                lane: self._behind.get(lane, False) or self.in_flight(lane) > 0 for lane in QUEUES
+            }
 
     def depths(self) -> dict[str, int]:
         """Lane -> events waiting to be read."""
@@ -57,8 +73,18 @@ class QueueWatch:
             channel.close()
 
     def _ask(self) -> dict[str, bool]:
+        # Behind from when the queue holds a backlog until all of it is read: a trickle of live
+        # changes never makes a backlog, and a backlog's last events are still part of it.
         try:
-            return {lane: depth > BACKLOG_MESSAGES for lane, depth in self.depths().items()}
+            depths = self.depths()
+            events = self.pending_events()
+            storing = events > self._events
+            self._events = events
+            return {
+                lane: depth > BACKLOG_MESSAGES
+                or (self._behind.get(lane, False) and (depth > 0 or storing))
+                for lane, depth in depths.items()
+            }
         except Exception as exc:
             log.debug("queue depths unavailable", error=str(exc))
             self.close()

@@ -93,3 +93,36 @@ def paused(state: Any, now: float) -> dict[str, Any]:
             round(max(0.0, state.next_probe_at - now), 1) if state.next_probe_at else None
         ),
     }
+
+
+def backlog() -> dict[str, Any]:
+    """What waits for the API budget, and when it will be done: orders and events waiting for
+    their turn, per lane, the budget used in the last minute, and the time to drain them."""
+    from worker.coordination.backends import open_store
+    from worker.coordination.backlog import backlog_report
+    from worker.coordination.orders import OrderCoordinator
+
+    fleet = fleet_settings()
+    store = open_store(fleet.redis_url, str(fleet.store_path))
+    try:
+        coordinator = OrderCoordinator(store, fleet.dedup_window, fleet.order_lock_ttl)
+        report = backlog_report(coordinator, fleet.rate_limit)
+    finally:
+        store.close()
+    budget = fleet.rate_limit
+    drain = report.drain_seconds
+    return {
+        "orders": report.orders,
+        "events": report.events,
+        "longest_wait_seconds": report.waited_seconds,
+        "calls_last_minute": report.calls_last_minute,
+        "budget_per_minute": round(budget.calls * 60 / budget.per_seconds) if budget else None,
+        "drain_seconds": None if drain is None else round(drain, 1),
+        "done_by": (
+            None
+            if drain is None
+            else dt.datetime.fromtimestamp(time.time() + drain, dt.UTC).isoformat(
+                timespec="seconds"
+            )
+        ),
+    }

@@ -31,8 +31,8 @@ CLEANUP_CHUNK = 1000
 MAX_ERROR_CHARS = 2000
 
 _PENDING = outbox.c.published_at.is_(None)
-# What a pass selects: id, event_id, order_id, occurred_at, changes.
-OutboxRow = Row[Any, Any, Any, Any, Any]
+# What a pass selects: id, event_id, order_id, occurred_at, changes, created_at.
+OutboxRow = Row[Any, Any, Any, Any, Any, Any]
 
 
 @dataclass
@@ -73,7 +73,15 @@ ROW_COLUMNS = (
     outbox.c.order_id,
     outbox.c.occurred_at,
     outbox.c.changes,
+    outbox.c.created_at,
 )
+# A row written longer ago than this is published as a catch-up (bulk): the poller is behind,
+# and the changes written just now should go before it.
+CATCH_UP_SECONDS = 60.0
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def row_event(row: OutboxRow) -> dict[str, Any]:
@@ -127,6 +135,7 @@ def _publish_batch(connection: Connection, sink: EventSink, batch_size: int) -> 
     ).all()
     result = PassResult(taken=len(rows))
     valid: list[tuple[int, Outgoing]] = []
+    catching_up = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=CATCH_UP_SECONDS)
     for row in rows:
         event = row_event(row)
         try:
@@ -135,7 +144,8 @@ def _publish_batch(connection: Connection, sink: EventSink, batch_size: int) -> 
             _dead_letter(connection, sink, row, event, exc, result)
             continue
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-        valid.append((row.id, Outgoing(body, row.event_id)))
+        bulk = _aware(row.created_at) < catching_up
+        valid.append((row.id, Outgoing(body, row.event_id, bulk=bulk)))
 
     batch = sink.publish_batch([outgoing for _, outgoing in valid])
     confirmed = [row_id for index, (row_id, _) in enumerate(valid) if index in batch.confirmed]

@@ -19,7 +19,12 @@ import amqp
 from kombu import Connection, Producer
 
 from worker.broker.connection import PERSISTENT, connect
-from worker.broker.topology import EVENT_ROUTING_KEY, EVENTS_EXCHANGE, PUBLISHER_QUEUES
+from worker.broker.topology import (
+    BULK_ROUTING_KEY,
+    EVENT_ROUTING_KEY,
+    EVENTS_EXCHANGE,
+    PUBLISHER_QUEUES,
+)
 from worker.deadletter import queue as deadletter_queue
 from worker.publisher import EventPublisher
 from worker.settings import BrokerSettings
@@ -33,6 +38,7 @@ CONFIRM_TIMEOUT_SECONDS = 30.0
 class Outgoing:
     body: str
     event_id: str
+    bulk: bool = False  # a catch-up: published with the bulk routing key
 
 
 @dataclass
@@ -99,7 +105,7 @@ class EventSink:
         result = BatchResult()
         for index, message in enumerate(messages):
             try:
-                self._publisher.publish_raw(message.body, message.event_id)
+                self._publisher.publish_raw(message.body, message.event_id, bulk=message.bulk)
             except Exception as exc:
                 self.close()
                 result.error = _describe(exc)
@@ -159,7 +165,7 @@ class _ConfirmChannel:
                         message_id=message.event_id,
                     ),
                     exchange=EVENTS_EXCHANGE.name,
-                    routing_key=EVENT_ROUTING_KEY,
+                    routing_key=BULK_ROUTING_KEY if message.bulk else EVENT_ROUTING_KEY,
                 )
                 self._published += 1
             self._await_answers()
