@@ -2,6 +2,10 @@
 
     .venv/bin/python -m tests.benchmarks.bench_budget [--workers 1 2] [--scale] [--out DIR]
 
+``--lane bulk`` publishes the backlog as bulk events (the fresh change stays live);
+``--store sqlite`` runs the workers as processes of one host sharing the embedded store
+instead of Redis; ``--limit 0`` runs without a rate limit (the cost of an unthrottled event).
+
 A backlog is published before any worker starts: ``--orders`` orders (300) with
 ``--per-order`` events each (10), shuffled, each event changing one of three integer fields
 with an ``occurred_at`` that increases per order, so the newest value of every field is known.
@@ -165,12 +169,18 @@ def scenario(args: argparse.Namespace, workers: int, out: Path) -> dict[str, Any
     backlog_queue = EVENT_QUEUES[1] if bulk else EVENTS_QUEUE
     wait_for(lambda: queue_depth(backlog_queue.name) >= len(events), 120, "the backlog")
     simulator = Simulator()
-    limit = f"{args.limit}/s"
+    limit = f"{args.limit}/s" if args.limit else "off"
+    # Redis: workers as on several hosts; SQLite: processes on one host sharing its data folder.
+    store_env = {"ORDER_SYNC_RATE_LIMIT": limit}
+    if args.store == "sqlite":
+        store_env["ORDER_SYNC_REDIS_URL"] = ""
     simulator.session.post(
-        f"{simulator.root}/_sim/config", json={"rate_limit": limit}, timeout=30
+        f"{simulator.root}/_sim/config",
+        json={"rate_limit": limit if args.limit else None},
+        timeout=30,
     ).raise_for_status()
     fleet: list[Process] = [
-        our_worker(simulator, out, concurrency=args.concurrency, ORDER_SYNC_RATE_LIMIT=limit)
+        our_worker(simulator, out, concurrency=args.concurrency, **store_env)
         for _ in range(workers)
     ]
     live: dict[str, Any] = {}
@@ -230,11 +240,12 @@ def scenario(args: argparse.Namespace, workers: int, out: Path) -> dict[str, Any
     (out / "requests.json").write_text(json.dumps(calls))
     (out / "events.json").write_text(json.dumps(events))
     backlog_puts = [c for c in puts_of(calls) if c["order_id"] != LIVE_ORDER]
-    ideal = args.orders / (0.9 * args.limit)
+    ideal = args.orders / (0.9 * args.limit) if args.limit else None
     drain = None if drained_at is None else drained_at - started
     report: dict[str, Any] = {
         "workers": workers,
         "lane": args.lane,
+        "store": args.store,
         "events": len(events),
         "orders": args.orders,
         "limit_per_s": args.limit,
@@ -243,8 +254,8 @@ def scenario(args: argparse.Namespace, workers: int, out: Path) -> dict[str, Any
         "puts_200": sum(c["status"] == 200 for c in backlog_puts),
         "puts_per_order": round(len(backlog_puts) / args.orders, 3),
         "drain_s": None if drain is None else round(drain, 1),
-        "ideal_s": round(ideal, 1),
-        "ratio_to_ideal": None if drain is None else round(drain / ideal, 2),
+        "ideal_s": None if ideal is None else round(ideal, 1),
+        "ratio_to_ideal": None if drain is None or ideal is None else round(drain / ideal, 2),
         "http_429": sum(c["status"] == 429 for c in calls),
         "token_calls": sum(c["method"] == "POST" for c in calls),
         "dead_letters": dead,
@@ -384,7 +395,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=300)
     parser.add_argument("--per-order", type=int, default=10)
-    parser.add_argument("--limit", type=int, default=10, help="fleet limit, calls per second")
+    parser.add_argument(
+        "--limit", type=int, default=10, help="fleet limit, calls per second (0: none)"
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="fleet sizes")
     parser.add_argument("--concurrency", type=int, default=16, help="threads per worker")
     parser.add_argument("--live-after", type=float, default=10, help="-1: no live change")
@@ -392,6 +405,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--lane", choices=("live", "bulk"), default="live", help="publish the backlog as"
+    )
+    parser.add_argument(
+        "--store",
+        choices=("redis", "sqlite"),
+        default="redis",
+        help="redis: workers as on several hosts; sqlite: processes on one host",
     )
     parser.add_argument("--scale", action="store_true", help="30,000 events / 3,000 orders / 50/s")
     parser.add_argument("--out", type=Path, help="keep request logs and worker logs here")

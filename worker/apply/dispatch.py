@@ -136,6 +136,8 @@ class Dispatcher:
             take_turn(rt, turn, self.owner, self.dead_letter, slot_at=slot_at)
         except FleetPaused:
             pass  # back in line; the dispatcher sees the closed gate at its next slot
+        except StoreUnavailable:
+            pass  # said by the turn; its order is due again once its lock runs out
         except Exception:
             log.exception("order turn failed; its events wait for another turn")
         finally:

@@ -163,7 +163,7 @@ def _send(rt: Runtime, turn: OrderTurn, dead_letter: DeadLetter, slot_at: float 
         rt.client.tokens.get()
         slot_taken = slot_at is not None and rt.limiter.on_time(slot_at)
         rt.client.update_order(turn.order_id, body, slot_taken=slot_taken)
-    except FleetPaused:
+    except (FleetPaused, StoreUnavailable):
         raise
     except SellercloudError as error:
         later = rt.policy.after_api_error(
