@@ -44,6 +44,9 @@ run "yamllint -s deploy/ (deploy/.yamllint.yaml)" \
 run "compose schema (check-jsonschema vendor.compose-spec) deploy/compose.yaml" \
     "$BIN/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose.yaml
 
+run "compose schema (check-jsonschema vendor.compose-spec) deploy/compose.cluster.yaml" \
+    "$BIN/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose.cluster.yaml
+
 run "compose references (services, build, env files, secrets, volumes)" \
     "$BIN/python" deploy/check_refs.py compose
 
@@ -67,6 +70,8 @@ skip "kubernetes-validate deploy/k8s/keda-scaledobject.yaml" \
     "no schema for the keda.sh CRDs here; checked by yamllint and the KEDA references check"
 skip "kubernetes-validate deploy/k8s/kustomization.yaml" \
     "a kustomize file, not a Kubernetes object; checked by the manifest references check"
+skip "kubernetes-validate deploy/k8s/rabbitmq/rabbitmqcluster.yaml" \
+    "no schema for the rabbitmq.com CRD here; checked by yamllint"
 
 run "manifest references (kustomization, ConfigMap, Secret keys, mounts, selectors)" \
     "$BIN/python" deploy/check_refs.py k8s

@@ -304,6 +304,25 @@ SERVED = served(metrics.ALL)
 METRICS = {name: labels for name, (_, labels) in SERVED.items()}
 
 
+# The RabbitMQ nodes' own series (rabbitmq_prometheus, aggregated metrics) that the rules may
+# select, scraped by job "rabbitmq": the names are RabbitMQ's, listed here as the worker's are.
+RABBITMQ_JOB = "rabbitmq"
+RABBITMQ_TARGET_LABELS: dict[str, LabelValues] = {
+    "job": frozenset({RABBITMQ_JOB}),
+    "instance": re.compile(r".+"),
+}
+RABBITMQ_SERIES: dict[str, dict[str, LabelValues]] = {
+    name: dict(RABBITMQ_TARGET_LABELS)
+    for name in (
+        "rabbitmq_alarms_memory_used_watermark",
+        "rabbitmq_alarms_free_disk_space_watermark",
+        "rabbitmq_identity_info",
+        "rabbitmq_queues",
+        "rabbitmq_raft_term_total",
+    )
+}
+
+
 def _series() -> dict[str, dict[str, LabelValues]]:
     """Every series name an expression may select, with its labels.
 
@@ -323,6 +342,13 @@ def _series() -> dict[str, dict[str, LabelValues]]:
 
 
 SERIES = _series()
+# What a rule or panel may select: the worker's series, and the RabbitMQ nodes' (with `up` for
+# either job).
+SELECTABLE: dict[str, dict[str, LabelValues]] = {
+    **SERIES,
+    **RABBITMQ_SERIES,
+    "up": {**TARGET_LABELS, "job": frozenset({SCRAPE_JOB, RABBITMQ_JOB})},
+}
 
 # Grafana replaces its interval variables before Prometheus sees a query; for the parser any
 # duration will do. Quoted strings are matched first so that they are left as they are.
@@ -337,14 +363,14 @@ def _selector_problems(selector: promql_parser.VectorSelector) -> Iterator[str]:
     if name is None:
         yield f"a selector without a metric name: {selector}"
         return
-    if name not in SERIES:
+    if name not in SELECTABLE:
         yield f"unknown metric {name}"
         return
     if selector.matchers.or_matchers:
         # The parser accepts MetricsQL's `or` between matchers; Prometheus does not.
         yield f"{name}: `or` between label matchers is not PromQL"
         return
-    labels = SERIES[name]
+    labels = SELECTABLE[name]
     # The parser rejects __name__ beside a metric name, so every matcher here is a label's.
     for matcher in selector.matchers.matchers:
         label, value = matcher.name, matcher.value

@@ -33,9 +33,10 @@ from worker.broker.topology import (
     TASKS_QUEUE,
 )
 from worker.cli.local_run import DEFAULT_TIMEOUT, make_event, wait_for, worker_env
-from worker.deadletter.queue import browse
+from worker.deadletter.ingest import dead_entries, waiting
+from worker.deadletter.store import DeadLetterDB
 from worker.publisher import EventPublisher
-from worker.settings import BrokerSettings, broker_settings
+from worker.settings import BrokerSettings, broker_settings, database_settings
 from worker.simulator import SimulatorServer, SimulatorState
 
 __all__ = [
@@ -203,13 +204,17 @@ class Pipeline:
             )
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        with connect(self.broker) as connection:
-            return list(browse(connection))
+        """Every dead entry in the database, after what waits in the queue was moved there."""
+        return dead_entries(self.broker, database_settings(self.env))
 
     def dead_letter_count(self) -> int:
-        """The dead-letter queue's depth from the broker: unlike ``dead_letters()``, it counts
-        bodies that are not JSON objects and does not stop reading after an idle pause."""
-        return queue_count(self.broker, DEAD_LETTER_QUEUE)
+        """Dead entries in the database plus messages still in the dead-letter queue: every
+        message counts, whatever its body (one that is not an entry is kept as ``unreadable``)."""
+        with (
+            DeadLetterDB.open(settings=database_settings(self.env)) as db,
+            connect(self.broker) as connection,
+        ):
+            return db.count() + waiting(connection)
 
     def wait_dead_letters(
         self, count: int, timeout: float = DEFAULT_TIMEOUT

@@ -27,8 +27,15 @@ from celery.apps.worker import Worker as CeleryWorker
 from celery.utils.nodenames import default_nodename, host_format
 
 from worker.apply import runtime
-from worker.broker.connection import redacted, transport_options, warn_if_embedded
-from worker.broker.topology import TASKS_QUEUE
+from worker.broker.connection import (
+    TopologyMismatch,
+    check_topology_when_reachable,
+    redacted,
+    transport_options,
+    warn_if_embedded,
+)
+from worker.broker.delayed import DelaysInBroker
+from worker.broker.topology import QUEUE_TYPE, TASKS_QUEUE
 from worker.coordination.backlog import BacklogReport, backlog_report
 from worker.coordination.gate import GateState
 from worker.coordination.redis_store import RedisStore
@@ -65,7 +72,7 @@ class StructuredWorker(CeleryWorker):
             celery_worker_program.install_worker_term_handler(worker, verbose=False)  # type: ignore[attr-defined]
 
 
-class OrderSyncCelery(Celery):
+class OrderSyncCelery(DelaysInBroker, Celery):
     @property
     def Worker(self) -> Any:  # noqa: N802 (Celery's attribute name)
         return self.subclass_with_self(StructuredWorker)
@@ -94,6 +101,19 @@ app.conf.update(
     worker_cancel_long_running_tasks_on_connection_loss=False,
     task_default_queue=TASKS_QUEUE.name,
     task_queues=[TASKS_QUEUE],
+    # ORDER_SYNC_QUEUE_TYPE: with quorum, any queue Celery declares by itself is one too, and a
+    # countdown waits in the broker (native delayed delivery) instead of in a worker.
+    task_default_queue_type=QUEUE_TYPE,
+    task_create_missing_queue_type=QUEUE_TYPE,
+    # The delay queues hold waiting retries: replicated, so a node's loss keeps them.
+    broker_native_delayed_delivery_queue_type="quorum",
+    # Quorum queues refuse a global prefetch limit: Celery then sets it per consumer.
+    worker_detect_quorum_queues=True,
+    # Sets the delay queues up on the live connection, not on every node of a failover URL.
+    worker_consumer="worker.broker.delayed:OrderSyncConsumer",
+    # A worker that fails over faster than the lost node drops its exclusive control queue gets
+    # RESOURCE_LOCKED (a channel error): retry the start as after a lost connection, not exit.
+    broker_channel_error_retry=True,
     task_default_delivery_mode="persistent",
     # Each PUT waits on the network, so threads beat processes; 16 keeps the API busy without
     # crowding the per-IP rate limit.
@@ -114,6 +134,7 @@ app.conf.update(
     beat_schedule=outbox_beat_schedule(),
 )
 app.steps["consumer"].add(EventConsumerStep)
+app.steps["consumer"].add("worker.deadletter.consumer:DeadLetterIngestStep")
 
 
 @signals.setup_logging.connect
@@ -155,6 +176,11 @@ def _check_settings(sender: Any = None, **_: Any) -> None:
                 "would be lost if it restarted; run it with appendonly yes",
             )
         store.close()
+    try:
+        check_topology_when_reachable(BROKER)
+    except TopologyMismatch as exc:
+        log.critical("worker cannot start", error=str(exc))
+        sys.exit(2)
     if (
         BROKER.url.startswith("redis")
         and settings.retry_backoff_max >= BROKER.redis_visibility_timeout
@@ -173,6 +199,7 @@ def _check_settings(sender: Any = None, **_: Any) -> None:
         shared_store="redis" if fleet.redis_url else f"sqlite {fleet.store_path}",
         rate_limit=str(fleet.rate_limit) if fleet.rate_limit else "off",
         metrics_port=port,
+        queue_type=QUEUE_TYPE,
     )
 
 

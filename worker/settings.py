@@ -24,6 +24,13 @@ SERVER_URL_TEMPLATE = "https://{server_id}.api.sellercloud.com/rest/api"
 LOG_FORMATS = ("json", "console")
 DEFAULT_RATE_LIMIT = "10800/h"  # Sellercloud's published limit per IP address
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+QUEUE_TYPE_SETTING = "ORDER_SYNC_QUEUE_TYPE"
+CLASSIC = "classic"
+QUORUM = "quorum"
+QUEUE_TYPES = (CLASSIC, QUORUM)
+# Classic keeps a deployment's existing queues (their type cannot change in place); quorum is
+# for a RabbitMQ cluster and is reached with `order-sync queues migrate --to quorum`.
+DEFAULT_QUEUE_TYPE = CLASSIC
 
 
 class ConfigError(Exception):
@@ -37,6 +44,8 @@ class BrokerSettings:
     # Redis only: how long a message a worker took but never acked stays invisible before it
     # is handed out again (after a crash). Must exceed the longest retry countdown.
     redis_visibility_timeout: float = 3600.0
+    # RabbitMQ only: the type of every queue of ours (``classic`` or ``quorum``).
+    queue_type: str = DEFAULT_QUEUE_TYPE
 
     @property
     def is_embedded(self) -> bool:
@@ -65,14 +74,41 @@ def data_dir(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(environ.get("ORDER_SYNC_DATA_DIR") or default)
 
 
+def queue_type(environ: Mapping[str, str] = os.environ, *, strict: bool = True) -> str:
+    """``ORDER_SYNC_QUEUE_TYPE``: ``classic`` (the default) or ``quorum``.
+
+    Not strict, an unknown value reads as the default: for declarations made at import, while
+    ``broker_settings`` (which every command reads first) reports the value as an error.
+    """
+    raw = environ.get(QUEUE_TYPE_SETTING, "").strip().lower() or DEFAULT_QUEUE_TYPE
+    if raw in QUEUE_TYPES:
+        return raw
+    if strict:
+        raise ConfigError(
+            f"invalid configuration: {QUEUE_TYPE_SETTING} must be one of "
+            f"{', '.join(QUEUE_TYPES)} (got {raw!r})"
+        )
+    return DEFAULT_QUEUE_TYPE
+
+
 def broker_settings(environ: Mapping[str, str] = os.environ) -> BrokerSettings:
     reader = _Reader(environ)
-    visibility = reader.checked(
-        reader.number("ORDER_SYNC_REDIS_VISIBILITY_TIMEOUT", 3600.0, float, 1)
-    )
+    visibility = reader.number("ORDER_SYNC_REDIS_VISIBILITY_TIMEOUT", 3600.0, float, 1)
     url = environ.get("CELERY_BROKER_URL", "").strip()
+    kind = DEFAULT_QUEUE_TYPE
+    try:
+        kind = queue_type(environ)
+    except ConfigError as exc:
+        reader.problems.append(str(exc).removeprefix("invalid configuration: "))
+    if kind != DEFAULT_QUEUE_TYPE and not url.startswith(("amqp", "pyamqp")):
+        reader.problems.append(
+            f"{QUEUE_TYPE_SETTING}={kind} needs RabbitMQ (CELERY_BROKER_URL=amqp://...)"
+        )
+    reader.checked(None)
     if url:
-        return BrokerSettings(url=url, embedded_dir=None, redis_visibility_timeout=visibility)
+        return BrokerSettings(
+            url=url, embedded_dir=None, redis_visibility_timeout=visibility, queue_type=kind
+        )
     return BrokerSettings(url=f"{EMBEDDED_SCHEME}://", embedded_dir=data_dir(environ) / "broker")
 
 
@@ -271,6 +307,7 @@ def worker_settings(environ: Mapping[str, str] = os.environ) -> WorkerSettings:
             return None
 
     api, fleet, port = read(api_settings), read(fleet_settings), read(metrics_port)
+    read(database_settings)  # checked here so a bad one stops the worker at start
     if problems or api is None or fleet is None:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
     return WorkerSettings(api, fleet, port)
@@ -302,5 +339,59 @@ def outbox_settings(environ: Mapping[str, str] = os.environ) -> OutboxSettings:
             interval=interval,
             batch=batch,
             retention_days=retention,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The operator console: the password that guards it (None: loopback only, no login)."""
+
+    password: str | None = field(default=None, repr=False)
+
+
+def console_settings(environ: Mapping[str, str] = os.environ) -> ConsoleSettings:
+    """``ORDER_SYNC_CONSOLE_PASSWORD``, or the file ``ORDER_SYNC_CONSOLE_PASSWORD_FILE`` names."""
+    reader = _Reader(environ)
+    password = environ.get("ORDER_SYNC_CONSOLE_PASSWORD", "").strip()
+    path = environ.get("ORDER_SYNC_CONSOLE_PASSWORD_FILE", "").strip()
+    if path:
+        try:
+            password = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            reader.problems.append(
+                f"ORDER_SYNC_CONSOLE_PASSWORD_FILE cannot be read ({exc.strerror})"
+            )
+        else:
+            if not password:
+                reader.problems.append(f"ORDER_SYNC_CONSOLE_PASSWORD_FILE {path} is empty")
+    return reader.checked(ConsoleSettings(password=password or None))
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """The project's own database: dead-letter entries, their audit trail, order history."""
+
+    url: str = field(repr=False)  # a database URL may carry a password
+    retention_days: float  # archived and replayed dead-letter entries are kept this long
+    history_days: float  # order history records are kept this long
+
+
+def database_settings(environ: Mapping[str, str] = os.environ) -> DatabaseSettings:
+    """``ORDER_SYNC_DATABASE_URL``; with none, a SQLite file in the data directory."""
+    reader = _Reader(environ)
+    retention = reader.number("ORDER_SYNC_DLQ_RETENTION_DAYS", 30.0, float, 0)
+    history = reader.number("ORDER_SYNC_HISTORY_DAYS", 7.0, float, 0)
+    url = environ.get("ORDER_SYNC_DATABASE_URL", "").strip()
+    if url and "://" not in url:
+        reader.problems.append(
+            "ORDER_SYNC_DATABASE_URL must be a SQLAlchemy URL such as "
+            "postgresql+psycopg://user@host:5432/db"
+        )
+    return reader.checked(
+        DatabaseSettings(
+            url=url or f"sqlite:///{data_dir(environ) / 'order-sync.sqlite3'}",
+            retention_days=retention,
+            history_days=history,
         )
     )

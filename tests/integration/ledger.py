@@ -31,7 +31,7 @@ from kombu import Connection
 from tests.support import Pipeline, wait_for
 from worker.broker.connection import connect, transport_options
 from worker.broker.embedded import INFLIGHT
-from worker.broker.topology import DEAD_LETTER_QUEUE, EVENT_QUEUES, TASKS_QUEUE
+from worker.broker.topology import EVENT_QUEUES, TASKS_QUEUE
 
 APPLIED = "event applied"
 WORK_QUEUES = (*(queue.name for queue in EVENT_QUEUES), TASKS_QUEUE.name)
@@ -84,17 +84,9 @@ def applied_orders(pipeline: Pipeline, worker: int) -> set[int]:
 
 
 def dead_letter_count(pipeline: Pipeline) -> int:
-    """Messages in the dead-letter queue, as the broker counts them (whatever their bodies)."""
-    # Passive on RabbitMQ: the queue must exist already. kombu's Redis transport knows a queue
-    # only while it holds messages, so there the (harmless) declaration is a real one.
-    passive = pipeline.broker_url is not None and pipeline.broker_url.startswith("amqp")
-    with connect(pipeline.broker) as connection:
-        channel: Any = connection.channel()
-        try:
-            declared = DEAD_LETTER_QUEUE(channel).queue_declare(passive=passive)
-            return int(declared.message_count)
-        finally:
-            channel.close()
+    """Dead-letter messages of any body: dead entries in the database (a message that is not an
+    entry is kept as one) plus whatever still waits in the dead-letter queue."""
+    return pipeline.dead_letter_count()
 
 
 @dataclass

@@ -1,11 +1,10 @@
-"""``order-sync dlq``: list, show, summary, replay, export, purge against real brokers."""
+"""``order-sync dlq``: list, show, summary, replay, export, purge against real brokers, with the
+entries kept in the database (SQLite by default; PostgreSQL where a test says so)."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import select
 import signal
 import subprocess
 import sys
@@ -15,16 +14,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from kombu import Producer
 
+from tests.integration.dlq_database import postgres_url, psycopg_args
 from tests.support import Pipeline, make_event, queue_count, wait_for
 from worker.broker.connection import connect
-from worker.broker.topology import DEAD_LETTER_QUEUE, EVENTS_QUEUE, TASKS_QUEUE
+from worker.broker.topology import DEAD_LETTER_QUEUE, EVENT_QUEUES, EVENTS_QUEUE, TASKS_QUEUE
 from worker.deadletter import queue as dead_letters
 from worker.deadletter.entries import HISTORY_HEADER, new_entry
+from worker.deadletter.store.db import BATCH
 
 pytestmark = pytest.mark.integration
+__all__ = ["postgres_url"]  # a fixture
 
 
 def order_sync(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
@@ -76,14 +79,22 @@ def seed(
 
 
 def events_waiting(pipeline: Pipeline) -> list[dict[str, Any]]:
-    """Take every message from the events queue (no worker runs in these tests)."""
+    """Take every message from the live, then the bulk events queue (no worker runs in these
+    tests); each says which queue it came from."""
+    taken = []
     with connect(pipeline.broker) as connection:
-        queue = EVENTS_QUEUE(connection.channel())
-        queue.declare()
-        taken = []
-        while (message := queue.get(no_ack=True)) is not None:
-            taken.append({"body": json.loads(message.body), "headers": message.headers})
-        return taken
+        for declared in EVENT_QUEUES:
+            queue = declared(connection.channel())
+            queue.declare()
+            while (message := queue.get(no_ack=True)) is not None:
+                taken.append(
+                    {
+                        "body": json.loads(message.body),
+                        "headers": message.headers,
+                        "queue": declared.name,
+                    }
+                )
+    return taken
 
 
 def ids(lines: str) -> list[str]:
@@ -176,7 +187,7 @@ def test_a_replayed_event_that_fails_again_comes_back_with_its_history(
     [first] = pipeline.wait_dead_letters(1)
 
     patch = json.dumps({"customer_id": 77})
-    replayed = order_sync(pipeline, "replay", "--id", first["id"], "--patch", patch)
+    replayed = order_sync(pipeline, "replay", "--id", first["id"], "--patch", patch, "--live")
     assert replayed.returncode == 0, replayed.stderr
     second = wait_for(
         lambda: [e for e in pipeline.dead_letters() if e["id"] != first["id"]],
@@ -192,7 +203,7 @@ def test_a_replayed_event_that_fails_again_comes_back_with_its_history(
     assert [e["id"] for e in pipeline.dead_letters()] == [second["id"]]
 
     # Replayed again, it succeeds: the entry is gone and the order has the patched data.
-    order_sync(pipeline, "replay", "--all")
+    order_sync(pipeline, "replay", "--all", "--live")
     wait_for(lambda: pipeline.statuses(9500) == [400, 400, 200], what="the third PUT")
     assert pipeline.state.order(9500) == {"CustomerId": 77}
     assert pipeline.dead_letters() == []
@@ -286,15 +297,19 @@ def _wait_handed_back(pipeline: Pipeline) -> None:
 
 def _events_queued(pipeline: Pipeline) -> int:
     with connect(pipeline.broker) as connection:
-        return int(EVENTS_QUEUE(connection.channel()).queue_declare().message_count)
+        return sum(
+            int(queue(connection.channel()).queue_declare().message_count) for queue in EVENT_QUEUES
+        )
 
 
-def test_two_replays_at_once_share_the_entries_and_send_each_once(pipeline: Pipeline) -> None:
-    # Entries of about 20 kB: a paced replay reads its deliveries slowly, so the broker can push
-    # it only a few hundred before the socket fills, and the rest wait in the queue for a second
-    # replay. (Small entries would all go to whichever replay subscribed first, leaving the
-    # other nothing to do, which would prove nothing.)
-    entries = seed(pipeline, 600, pad=20_000)
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_two_replays_at_once_share_the_entries_and_send_each_once(
+    pipeline: Pipeline, database: str, request: pytest.FixtureRequest
+) -> None:
+    if database == "postgresql":
+        pipeline.env_overrides["ORDER_SYNC_DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    entries = seed(pipeline, 300)
+    assert len(pipeline.dead_letters()) == len(entries)  # in the database before either starts
     argv = [sys.executable, "-m", "worker.cli", "dlq", "replay", "--all", "--json", "--rate", "150"]
     first = subprocess.Popen(argv, env=pipeline.env, stdout=subprocess.PIPE, text=True)
     wait_for(lambda: _events_queued(pipeline) > 0, what="the first replay to start")
@@ -343,7 +358,6 @@ def test_list_replay_and_purge_on_other_brokers(pipeline: Pipeline) -> None:
 
 def _on_a_terminal(pipeline: Pipeline, *args: str) -> str:
     """Run ``order-sync dlq ...`` with a pseudo-terminal as its stdin, stdout and stderr."""
-    import os
 
     leader, follower = os.openpty()
     process = subprocess.Popen(
@@ -382,51 +396,53 @@ def test_progress_bars_show_on_a_terminal_and_stay_quiet_when_piped(
     assert "replaying" in replay and "replayed 20 entries" in replay
 
 
-def _positions(output: bytes, total: int) -> list[int]:
-    return [int(n) for n in re.findall(rb"(\d+)/%d" % total, output)]
-
-
-def test_a_purge_killed_midway_loses_nothing_it_did_not_purge(pipeline: Pipeline) -> None:
-    # Every third entry is not selected; the purge holds those while it works.
+def test_a_purge_killed_midway_loses_nothing_it_did_not_purge(
+    pipeline: Pipeline, postgres_url: str
+) -> None:
+    pipeline.env_overrides["ORDER_SYNC_DATABASE_URL"] = postgres_url
+    # Every third entry is not selected.
     entries = seed(pipeline, 1500, reasons=("api_rejected", "api_rejected", "order_not_found"))
-    selected = {e["id"] for e in entries if e["reason"] == "api_rejected"}
+    selected = [e["id"] for e in entries if e["reason"] == "api_rejected"]
     kept = [e["id"] for e in entries if e["reason"] != "api_rejected"]
+    assert len(pipeline.dead_letters()) == len(entries)  # moved into the database
 
-    # Run on a terminal, the purge draws its progress as it reads. The test stops reading that
-    # output part way: once the terminal's buffer is full the purge waits to write, so it
-    # cannot finish before it is killed, whatever the machine's speed.
-    leader, follower = os.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "dlq", "purge", "--reason", "api_rejected", "--yes"],
-        env=pipeline.env,
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-    )
-    os.close(follower)
-    output = b""
-    try:
-        deadline = time.monotonic() + 60
-        while max(_positions(output, len(entries)), default=0) < 200:
-            readable, _, _ = select.select([leader], [], [], max(0, deadline - time.monotonic()))
-            assert readable, f"the purge showed no progress: {output[-500:]!r}"
-            output += os.read(leader, 4096)
-    finally:
+    # The test holds one selected entry, past the purge's first batches, locked: the purge
+    # commits the batches before it, then waits on the lock until it is killed.
+    held = selected[BATCH + 100]
+    with psycopg.connect(**psycopg_args(postgres_url)) as lock:  # type: ignore[arg-type]
+        lock.execute("SELECT 1 FROM order_sync_dead_letters WHERE id = %s FOR UPDATE", (held,))
+        argv = ["dlq", "purge", "--reason", "api_rejected", "--yes"]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", *argv],
+            env=pipeline.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def purge_waits() -> bool:
+            with psycopg.connect(**psycopg_args(postgres_url)) as c:  # type: ignore[arg-type]
+                row = c.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()
+                return bool(row and row[0])
+
+        wait_for(lambda: process.poll() is not None or purge_waits(), what="the purge to wait")
+        assert process.poll() is None, "the purge ended without waiting for the held entry"
         process.send_signal(signal.SIGKILL)
         process.wait()
-        os.close(leader)
-    _wait_handed_back(pipeline)
 
     left = [e["id"] for e in pipeline.dead_letters()]
-    assert pipeline.dead_letter_count() == len(left)  # the broker holds exactly what was read
+    assert pipeline.dead_letter_count() == len(left)
     twice = [entry_id for entry_id, times in Counter(left).items() if times > 1]
-    assert not twice, f"{len(twice)} entries are in the queue twice"
+    assert not twice, f"{len(twice)} entries are stored twice"
     order = {e["id"]: index for index, e in enumerate(entries)}
     assert [order[i] for i in left] == sorted(order[i] for i in left), "entries were reordered"
     missing = [i for i in kept if i not in set(left)]
     assert not missing, f"{len(missing)} entries the purge did not select are gone"
-    purged = selected - set(left)
+    purged = set(selected) - set(left)
     assert 0 < len(purged) < len(selected), "the purge was not killed midway"
+    assert len(purged) % BATCH == 0, "a batch was purged in part"
     assert len(left) + len(purged) == len(entries)
 
     # Run again, it purges exactly what the killed run had left of the selection.
@@ -447,7 +463,7 @@ def test_a_replay_while_a_worker_runs_applies_each_event_once(pipeline: Pipeline
     assert pipeline.dead_letter_count() == len(orders)
 
     # Paced, so the worker applies the first replayed events while the rest are still being sent.
-    replay = order_sync(pipeline, "replay", "--all", "--json", "--rate", "20")
+    replay = order_sync(pipeline, "replay", "--all", "--json", "--rate", "20", "--live")
     assert replay.returncode == 0, replay.stderr
     assert json.loads(replay.stdout)["done"] == len(orders)
     pipeline.wait_applied(*orders)
@@ -492,7 +508,7 @@ def test_an_already_applied_event_is_skipped_when_sent_or_replayed_again(
     pipeline.publish(event)
     wait_for(lambda: skipped() >= 1 or len(pipeline.statuses(9700)) > 1, what="the copy")
     [entry] = seed(pipeline, 1, events=[event])
-    replay = order_sync(pipeline, "replay", "--id", entry["id"], "--json")
+    replay = order_sync(pipeline, "replay", "--id", entry["id"], "--json", "--live")
     assert json.loads(replay.stdout)["done"] == 1
     wait_for(lambda: skipped() >= 2 or len(pipeline.statuses(9700)) > 2, what="the replay")
     assert pipeline.statuses(9700) == [200], "an applied event was sent to Sellercloud again"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,11 +21,10 @@ from typing import Any
 import click
 import requests
 
-from worker.broker.connection import connect
 from worker.cli.local_run import make_event, wait_for, worker_env
-from worker.deadletter.queue import browse
+from worker.deadletter.ingest import dead_entries
 from worker.publisher import EventPublisher
-from worker.settings import broker_settings
+from worker.settings import broker_settings, database_settings
 from worker.simulator import SimulatorServer, SimulatorState
 
 USERNAME = "demo"
@@ -132,7 +132,13 @@ def _outcomes(state: SimulatorState, dead: list[dict[str, Any]]) -> list[tuple[S
 
 @click.command("demo")
 @click.option("--keep", is_flag=True, help="Keep the demo's broker folder and worker log.")
-def demo_command(keep: bool) -> None:
+@click.option(
+    "--console",
+    "with_console",
+    is_flag=True,
+    help="Then keep the simulator, the worker and the operator console up until Ctrl-C.",
+)
+def demo_command(keep: bool, with_console: bool) -> None:
     """Run the pipeline end to end against the simulator on the embedded broker."""
     workdir = Path(tempfile.mkdtemp(prefix="order-sync-demo-"))
     state = SimulatorState(USERNAME, PASSWORD)
@@ -166,17 +172,34 @@ def demo_command(keep: bool) -> None:
 
         def settled() -> bool:
             nonlocal dead
-            with connect(broker) as connection:
-                dead = list(browse(connection))
+            dead = dead_entries(broker, database_settings(env))
             return all(outcome != "pending" for _, outcome, _ in _outcomes(state, dead))
 
         try:
             finished = wait_for(settled, WAIT_SECONDS, "every outcome", interval=0.2)
         except TimeoutError:
             finished = False
+        if with_console:
+            _report(state, dead, finished)
+            _serve_console(env, workdir)
     finally:
         _stop(worker)
         server.stop()
+    if with_console:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
+    ok = _report(state, dead, finished)
+    if not keep and ok:
+        shutil.rmtree(workdir, ignore_errors=True)
+        click.echo("(demo folder removed; run with --keep to keep the broker files and worker log)")
+    if not ok:
+        click.echo(f"demo: unexpected outcome; worker log kept at {worker_log}", err=True)
+        sys.exit(1)
+
+
+def _report(state: SimulatorState, dead: list[dict[str, Any]], finished: bool) -> bool:
+    """Print what became of each sample; whether every outcome is the expected one."""
     rows = _outcomes(state, dead)
     click.echo(f"   {'event':<33} {'order':>5}  {'outcome':<14} detail")
     for sample, outcome, detail in rows:
@@ -188,10 +211,41 @@ def demo_command(keep: bool) -> None:
         f"\nSellercloud simulator saw {stats['put_requests']} PUTs and "
         f"{stats['token_requests']} token requests; {len(dead)} event(s) dead-lettered."
     )
-    ok = finished and all(outcome == sample.expect for sample, outcome, _ in rows)
-    if not keep and ok:
-        shutil.rmtree(workdir, ignore_errors=True)
-        click.echo("(demo folder removed; run with --keep to keep the broker files and worker log)")
-    if not ok:
-        click.echo(f"demo: unexpected outcome; worker log kept at {worker_log}", err=True)
-        sys.exit(1)
+    return finished and all(outcome == sample.expect for sample, outcome, _ in rows)
+
+
+CONSOLE_PORT = 8080
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _serve_console(env: dict[str, str], workdir: Path) -> None:
+    """``order-sync console`` on the demo's data (its broker and database), until Ctrl-C."""
+    port = CONSOLE_PORT if _free(CONSOLE_PORT) else 0
+    log_path = workdir / "console.log"
+    with log_path.open("wb") as log_file:
+        console = subprocess.Popen(  # noqa: S603 (our own command, no shell)
+            [sys.executable, "-m", "worker.cli", "console", "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+        )
+    assert console.stdout is not None  # noqa: S101 (stdout=PIPE)
+    line = console.stdout.readline().decode(errors="replace").strip()
+    if not line.startswith("console"):
+        _stop(console)
+        raise click.ClickException(f"the console did not start; its log: {log_path}")
+    click.echo(f"\n{line}   <- open this in a browser; Ctrl-C stops the demo")
+    try:
+        console.wait()
+    except KeyboardInterrupt:
+        click.echo("\nstopping")
+    finally:
+        _stop(console)

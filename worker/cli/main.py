@@ -11,11 +11,14 @@ from typing import Any
 
 import click
 
+from worker.cli.console import console_command
 from worker.cli.demo import demo_command
 from worker.cli.dlq import dlq_group
 from worker.cli.fleet import pause_command, resume_command
 from worker.cli.ops import health_command, status_command
 from worker.cli.outbox import beat, outbox_group
+from worker.cli.queues import queues_group
+from worker.cli.trace import trace_command
 from worker.settings import ConfigError, broker_settings, log_settings, worker_settings
 from worker.simulator.command import simulator_command
 
@@ -132,6 +135,7 @@ def schema() -> None:
 
 
 main.add_command(dlq_group)
+main.add_command(trace_command)
 main.add_command(health_command)
 main.add_command(status_command)
 main.add_command(outbox_group)
@@ -140,3 +144,5 @@ main.add_command(simulator_command)
 main.add_command(demo_command)
 main.add_command(pause_command)
 main.add_command(resume_command)
+main.add_command(queues_group)
+main.add_command(console_command)

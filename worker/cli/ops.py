@@ -93,7 +93,8 @@ def status_command(as_json: bool) -> None:
     paused (since when, why), rate budget, token age, and the backlog waiting for the API
     budget (orders, events, budget used per minute, when it will be done)."""
     from worker.broker.connection import connect
-    from worker.deadletter import operations as dlq
+    from worker.deadletter.ingest import drain
+    from worker.deadletter.store import DeadLetterDB
     from worker.observability import fleet_status
 
     try:
@@ -101,11 +102,9 @@ def status_command(as_json: bool) -> None:
             "queues": fleet_status.queue_depths(),
             "oldest_waiting": fleet_status.oldest_waiting(),
         }
-        with connect(broker_settings()) as connection:
-            summary = dlq.summarize(dlq.select(connection, dlq.Selection()))
-        report["dead_letters_by_reason"] = {
-            r: g.count for r, g in summary.ranked(summary.by_reason)
-        }
+        with DeadLetterDB.open() as db, connect(broker_settings()) as connection:
+            drain(connection, db)
+            report["dead_letters_by_reason"] = db.counts_by_reason()
         report["fleet"] = fleet_status.fleet_state()
         report["backlog"] = fleet_status.backlog()
     except ConfigError as exc:

@@ -1,3 +1,4 @@
 """Step 4, when an event cannot succeed: ``reasons`` (the stable words), ``entries`` (what an
-entry says), ``queue`` (publishing and reading the dead-letter queue without losing anything),
-``operations`` (select, summarise, replay, export, purge)."""
+entry says), ``queue`` (publishing entries durably), ``ingest`` and ``consumer`` (moving them into
+the database), ``store`` (the database: ``DeadLetterDB``), ``selection`` and ``groups`` (which
+entries, and by which cause), ``operations`` (select, summarise, replay, export, purge)."""

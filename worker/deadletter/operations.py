@@ -1,171 +1,68 @@
-"""Dead-letter operations: select, summarise, replay, export and purge entries.
+"""Dead-letter operations on the database: select, summarise, replay, export and purge entries.
 
-Every operation reads the queue through ``queue.deliveries``: entries it does not act on
-stay where they were, and an entry is removed only after what replaces it (the republished
-event) was confirmed by the broker. A replay killed at any instant therefore leaves each entry
-either still dead-lettered or republished; at worst an event is sent twice, never lost.
+Replay republishes each entry's event and marks the entry replayed only after the broker
+confirmed the event, in one transaction that holds the entry (``DeadLetterDB.claim_next``): two
+replays never take the same entry, and a replay killed at any instant leaves each entry either
+still dead or republished and marked; at worst an event is sent twice, never lost.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kombu import Connection
 from marshmallow import ValidationError
 
 from schemas.errors import describe_errors
 from schemas.event import load_event
-from worker.broker.connection import connect
+from worker.broker.connection import PERSISTENT, PUBLISH_RETRY_POLICY
+from worker.broker.topology import BULK_ROUTING_KEY, EVENTS_EXCHANGE, PUBLISHER_QUEUES
 from worker.deadletter.entries import HISTORY_HEADER, replay_step
-from worker.deadletter.queue import Delivery, deliveries
+from worker.deadletter.groups import error_group
+from worker.deadletter.selection import Selection, parse_time
+from worker.deadletter.store.db import DeadLetterDB, replay_detail
+from worker.deadletter.store.tables import DEAD
+from worker.deadletter.summary import Summary
 from worker.publisher import EventPublisher
 from worker.settings import BrokerSettings
 
-# Called with how many more entries were read, to drive a progress bar.
+__all__ = [
+    "Outcome",
+    "Selection",
+    "Summary",
+    "error_group",
+    "merge_patch",
+    "parse_time",
+    "purge",
+    "replay",
+    "replay_message",
+    "select",
+    "summarize",
+]
+
+# Called with how many more entries were done, to drive a progress bar.
 OnRead = Callable[[int], None]
 
 
-def parse_time(value: str) -> dt.datetime:
-    """An ISO 8601 time; without a zone it is taken as UTC."""
-    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which entries an operation applies to; an empty selection matches every entry."""
-
-    reasons: frozenset[str] = frozenset()
-    order_ids: frozenset[int] = frozenset()
-    ids: frozenset[str] = frozenset()
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
-    error_contains: str | None = None
-
-    @property
-    def is_everything(self) -> bool:
-        return self == Selection()
-
-    def matches(self, entry: dict[str, Any]) -> bool:
-        if self.reasons and entry.get("reason") not in self.reasons:
-            return False
-        if self.order_ids and entry.get("order_id") not in self.order_ids:
-            return False
-        if self.ids and entry.get("id") not in self.ids:
-            return False
-        if (
-            self.error_contains
-            and self.error_contains.lower() not in str(entry.get("error", "")).lower()
-        ):
-            return False
-        if self.since or self.until:
-            try:
-                when = parse_time(str(entry.get("dead_lettered_at")))
-            except ValueError:
-                return False
-            if (self.since and when < self.since) or (self.until and when > self.until):
-                return False
-        return True
-
-
-def _selected(
-    stream: Iterable[Delivery], selection: Selection, progress: OnRead | None
-) -> Iterator[Delivery]:
-    for delivery in stream:
-        if progress:
-            progress(1)
-        if delivery.entry is not None and selection.matches(delivery.entry):
-            yield delivery
-
-
 def select(
-    connection: Connection,
+    db: DeadLetterDB,
     selection: Selection,
     *,
+    state: str | None = DEAD,
     limit: int | None = None,
-    progress: OnRead | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Matching entries, oldest first; nothing is consumed or reordered."""
-    with deliveries(connection) as (_, stream):
-        for count, delivery in enumerate(_selected(stream, selection, progress), start=1):
-            assert delivery.entry is not None  # noqa: S101 (_selected guarantees it)
-            yield delivery.entry
-            if limit is not None and count >= limit:
-                return
+    """Matching entries, oldest first."""
+    for stored in db.iter_entries(selection, state, limit):
+        yield stored.entry
 
 
-def depth(connection: Connection) -> int:
-    with deliveries(connection) as (waiting, _):
-        return waiting
-
-
-# Summary ---------------------------------------------------------------------------------------
-
-# Ids and counts, not short numbers: "HTTP 400" and "HTTP 503" are different failures.
-_NUMBERS = re.compile(r"\d{4,}")
-
-
-def error_group(error: str) -> str:
-    """An error message with its ids blanked, so one failure mode is one group."""
-    return _NUMBERS.sub("N", error)
-
-
-@dataclass
-class Group:
-    count: int = 0
-    oldest: str | None = None
-    newest: str | None = None
-
-    def add(self, entry: dict[str, Any]) -> None:
-        self.count += 1
-        when = entry.get("dead_lettered_at")
-        if isinstance(when, str):
-            self.oldest = when if self.oldest is None else min(self.oldest, when)
-            self.newest = when if self.newest is None else max(self.newest, when)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "oldest": self.oldest, "newest": self.newest}
-
-
-@dataclass
-class Summary:
-    total: int = 0
-    by_reason: dict[str, Group] = field(default_factory=dict)
-    by_error: dict[tuple[str, str], Group] = field(default_factory=dict)
-
-    def add(self, entry: dict[str, Any]) -> None:
-        reason = str(entry.get("reason", "unknown"))
-        self.total += 1
-        self.by_reason.setdefault(reason, Group()).add(entry)
-        key = (reason, error_group(str(entry.get("error", ""))))
-        self.by_error.setdefault(key, Group()).add(entry)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "by_reason": {r: g.as_dict() for r, g in self.ranked(self.by_reason)},
-            "by_error": [
-                {"reason": reason, "error": error, **group.as_dict()}
-                for (reason, error), group in self.ranked(self.by_error)
-            ],
-        }
-
-    @staticmethod
-    def ranked(groups: dict[Any, Group]) -> list[tuple[Any, Group]]:
-        return sorted(groups.items(), key=lambda item: (-item[1].count, str(item[0])))
-
-
-def summarize(entries: Iterable[dict[str, Any]]) -> Summary:
-    summary = Summary()
-    for entry in entries:
-        summary.add(entry)
-    return summary
+def summarize(
+    db: DeadLetterDB, selection: Selection, *, state: str | None = DEAD, limit: int | None = None
+) -> Summary:
+    return db.summary(selection, state, limit)
 
 
 # Replay ----------------------------------------------------------------------------------------
@@ -245,63 +142,95 @@ class Pacer:
         self.next_at = max(now, self.next_at) + self.interval
 
 
+def _send(sender: EventPublisher, message: ReplayMessage, event_id: str | None, live: bool) -> None:
+    """Publish a replayed event, as a bulk event unless ``live``; returns once confirmed."""
+    headers = {HISTORY_HEADER: json.dumps(message.history, separators=(",", ":"))}
+    if live:
+        sender.publish_raw(
+            message.body, event_id, content_type=message.content_type, headers=headers
+        )
+        return
+    # Bulk events wait in their own queue, so a replay of thousands never delays a live change.
+    # Until EventPublisher takes a bulk option, the same publish with the bulk routing key.
+    if sender.producer is None:
+        raise RuntimeError("use EventPublisher as a context manager")
+    sender.producer.publish(
+        message.body,
+        exchange=EVENTS_EXCHANGE,
+        routing_key=BULK_ROUTING_KEY,
+        declare=list(PUBLISHER_QUEUES),
+        content_type=message.content_type,
+        content_encoding="binary" if isinstance(message.body, bytes) else "utf-8",
+        headers=headers,
+        delivery_mode=PERSISTENT,
+        message_id=event_id,
+        retry=True,
+        retry_policy=PUBLISH_RETRY_POLICY,
+    )
+
+
 def replay(
     settings: BrokerSettings,
+    db: DeadLetterDB,
     selection: Selection,
     *,
+    user: str,
     patch: Any = None,
     rate: float | None = None,
     dry_run: bool = False,
     limit: int | None = None,
+    live: bool = False,
     progress: OnRead | None = None,
 ) -> Outcome:
-    """Republish the selected entries' events to the normal flow, then remove the entries."""
+    """Republish the selected dead entries' events to the normal flow (as bulk events unless
+    ``live``), marking each entry replayed once the broker confirmed its event."""
     outcome = Outcome()
-    pacer = Pacer(rate)
-    # Two connections: waiting for a publish confirm must not read the deliveries being held.
-    with (
-        EventPublisher(settings) as sender,
-        connect(settings) as connection,
-        deliveries(connection) as (_, stream),
-    ):
-        for delivery in _selected(stream, selection, progress):
-            entry = delivery.entry
-            assert entry is not None  # noqa: S101 (_selected guarantees it)
-            entry_id = str(entry.get("id"))
+    if dry_run:
+        for stored in db.iter_entries(selection, DEAD):
             try:
-                message = replay_message(entry, patch)
+                replay_message(stored.entry, patch)
+                outcome.done.append(stored.id)
             except ValueError as exc:
-                outcome.failed.append({"id": entry_id, "error": str(exc)})
-                continue
-            if not dry_run:
-                pacer.wait()
-                sender.publish_raw(
-                    message.body,
-                    str(entry.get("event_id") or "") or None,
-                    content_type=message.content_type,
-                    headers={HISTORY_HEADER: json.dumps(message.history, separators=(",", ":"))},
-                )
-                delivery.remove()
-            outcome.done.append(entry_id)
+                outcome.failed.append({"id": stored.id, "error": str(exc)})
+            if progress:
+                progress(1)
             if limit is not None and len(outcome.done) >= limit:
                 break
+        return outcome
+    pacer = Pacer(rate)
+    detail = {**replay_detail(patch, selection), "live": live}
+    audit_seq: list[int] = []
+    cursor = None
+    with EventPublisher(settings) as sender:
+        while limit is None or len(outcome.done) < limit:
+            pacer.wait()
+            with db.claim_next(selection, cursor, user, detail, audit_seq) as claim:
+                if claim is None:
+                    break
+                cursor = claim.cursor
+                entry_id = claim.stored.id
+                try:
+                    message = replay_message(claim.entry, patch)
+                except ValueError as exc:
+                    outcome.failed.append({"id": entry_id, "error": str(exc)})
+                else:
+                    _send(sender, message, str(claim.entry.get("event_id") or "") or None, live)
+                    claim.replayed(message.history[-1])
+            if claim.done:
+                outcome.done.append(entry_id)
+            if progress:
+                progress(1)
     return outcome
 
 
 def purge(
-    connection: Connection,
+    db: DeadLetterDB,
     selection: Selection,
     *,
+    user: str,
+    state: str | None = DEAD,
     limit: int | None = None,
     progress: OnRead | None = None,
 ) -> Outcome:
     """Delete the selected entries for good."""
-    outcome = Outcome()
-    with deliveries(connection) as (_, stream):
-        for delivery in _selected(stream, selection, progress):
-            assert delivery.entry is not None  # noqa: S101 (_selected guarantees it)
-            delivery.remove()
-            outcome.done.append(str(delivery.entry.get("id")))
-            if limit is not None and len(outcome.done) >= limit:
-                break
-    return outcome
+    return Outcome(done=db.purge(selection, user, state, limit, progress))

@@ -12,6 +12,9 @@ name them, so each is written here and imported everywhere else.
     retries_exhausted         transient failures (5xx, timeouts, 429, token trouble) outlasted
                               the retry budget
     internal_error            a bug of ours; the entry carries the exception
+    delivery_limit            the broker dead-lettered the message itself (a quorum queue's
+                              delivery limit); the entry keeps its body and ``x_death``
+    unreadable                a message in the dead-letter queue that is not an entry
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ API_REJECTED = RequestRejected.reason
 ORDER_NOT_FOUND = OrderNotFound.reason
 RETRIES_EXHAUSTED = "retries_exhausted"
 INTERNAL_ERROR = "internal_error"
+DELIVERY_LIMIT = "delivery_limit"
+UNREADABLE = "unreadable"
 
 #: Every reason, in the order of the table above.
 REASONS = (
