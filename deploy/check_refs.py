@@ -279,6 +279,7 @@ def served(
         metrics.QUEUE_MESSAGES: ("gauge", {"queue": QUEUES}),
         metrics.FLEET_PAUSED: ("gauge", {"kind": frozenset(gate.KINDS)}),
         metrics.FLEET_PAUSED_SECONDS: ("gauge", {}),
+        metrics.DEAD_LETTERS_WAITING: ("gauge", {"reason": DEAD_LETTER_REASONS}),
         metrics.BACKLOG_ORDERS: ("gauge", {"lane": frozenset(orders.LANES)}),
         metrics.BACKLOG_EVENTS: ("gauge", {}),
         metrics.BACKLOG_DRAIN_SECONDS: ("gauge", {}),

@@ -154,6 +154,18 @@ def _backlog() -> BacklogReport:
     return backlog_report(rt.coordinator, rt.fleet.rate_limit)
 
 
+_dead_letter_db: list[Any] = []  # opened at the first scrape, kept for the process's life
+
+
+def _dead_letter_counts() -> dict[str, int]:
+    from worker.deadletter.store.db import DeadLetterDB
+
+    if not _dead_letter_db:
+        _dead_letter_db.append(DeadLetterDB.open())
+    counts: dict[str, int] = _dead_letter_db[0].counts_by_reason()
+    return counts
+
+
 @signals.worker_init.connect
 def _check_settings(sender: Any = None, **_: Any) -> None:
     """Stop at start, with one clear message, when the Sellercloud settings are wrong."""
@@ -164,7 +176,7 @@ def _check_settings(sender: Any = None, **_: Any) -> None:
         log.critical("worker cannot start", error=str(exc))
         sys.exit(2)
     if port is not None:
-        endpoint.serve(port, BROKER, _gate_state, _backlog)
+        endpoint.serve(port, BROKER, _gate_state, _backlog, _dead_letter_counts)
     if sender is not None:
         runtime.pool_size = int(getattr(sender, "concurrency", 10) or 10)
     warn_if_embedded(BROKER)

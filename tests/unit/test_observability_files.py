@@ -174,10 +174,10 @@ BROKEN = [
     ),
     pytest.param(
         ALERTS,
-        '{queue="order-sync.dead-letters"}',
-        '{queue="order-sync.deadletters"}',
+        '{kind="credentials"}',
+        '{kind="credential"}',
         "alerts",
-        "queue='order-sync.deadletters' is not a value the worker sets",
+        "kind='credential' is not a value the worker sets",
         id="alert-unknown-label-value",
     ),
     pytest.param(
@@ -432,7 +432,7 @@ def test_alerts_cover_what_operators_rely_on() -> None:
     dead_letters = rules["OrderSyncDeadLetters"]
     assert "increase(order_sync_dead_letters_total[15m])" in dead_letters["expr"]
     growing = rules["OrderSyncDeadLetterQueueGrowing"]
-    assert 'queue="order-sync.dead-letters"' in growing["expr"]
+    assert "order_sync_dead_letters_waiting" in growing["expr"]
     assert growing["for"] == "1h"
     assert growing["labels"]["severity"] == "critical"
     waiting = rules["OrderSyncEventsWaiting"]
@@ -494,6 +494,7 @@ def exposed_series(tmp_path: Path) -> dict[str, dict[str, set[str]]]:
     from worker.observability import metrics
     from worker.observability.endpoint import (
         BacklogCollector,
+        DeadLetterCollector,
         FleetGateCollector,
         QueueDepthCollector,
     )
@@ -510,6 +511,7 @@ def exposed_series(tmp_path: Path) -> dict[str, dict[str, set[str]]]:
     registry.register(FleetGateCollector(gate.state))
     coordinator = OrderCoordinator(store, 60.0, 30.0)
     registry.register(BacklogCollector(lambda: backlog_report(coordinator, fleet.rate_limit)))
+    registry.register(DeadLetterCollector(lambda: {}))
     labelled = [metric for metric in metrics.ALL if metric._labelnames]
     for metric in labelled:
         metric.labels(*["dummy"] * len(metric._labelnames))
@@ -540,6 +542,8 @@ def test_the_series_the_checks_allow_are_those_a_worker_exposes(tmp_path: Path) 
     assert exposed["order_sync_queue_messages"]["queue"] == set(queues)
     kinds = check_refs.SERIES["order_sync_fleet_paused"]["kind"]
     assert exposed["order_sync_fleet_paused"]["kind"] == set(kinds)
+    reasons = check_refs.SERIES["order_sync_dead_letters_waiting"]["reason"]
+    assert exposed["order_sync_dead_letters_waiting"]["reason"] == set(reasons)
     lanes = check_refs.SERIES["order_sync_backlog_orders"]["lane"]
     assert exposed["order_sync_backlog_orders"]["lane"] == set(lanes)
 

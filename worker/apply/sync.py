@@ -20,12 +20,14 @@ from typing import Any
 import structlog
 
 from schemas.sellercloud import update_order_body
+from worker.apply.history import note
 from worker.apply.retry import FLEET_PAUSED, STORE_RETRY_SECONDS, RetryLater
 from worker.apply.runtime import Runtime
 from worker.coordination.gate import FleetPaused
 from worker.coordination.orders import DEAD_LETTERED, OrderTurn, PendingEvent
 from worker.coordination.store import StoreUnavailable
 from worker.deadletter.entries import EventContext, api_failure_entry, internal_error_entry
+from worker.history import kinds
 from worker.intake.envelope import prepare
 from worker.observability import metrics
 from worker.sellercloud.errors import SellercloudError, TransientError
@@ -55,7 +57,9 @@ def absorb_event(
     if finished is not None:
         metrics.EVENTS_SKIPPED.labels(why=metrics.SKIPPED_DUPLICATE).inc()
         log.info("event already handled", outcome=finished)
+        note(kinds.DUPLICATE, order_id=event.order_id, event_id=event.event_id, outcome=finished)
         return finished
+    note(kinds.RECEIVED, order_id=event.order_id, event_id=event.event_id, lane=lane)
     return PENDING
 
 
@@ -88,7 +92,7 @@ def take_turn(
         **({"correlation_ids": correlations} if len(correlations) > 1 else {}),
     ):
         try:
-            return _take_turn(rt, turn, owner, _with_turn(dead_letter, turn_id), slot_at)
+            return _take_turn(rt, turn, owner, _with_turn(dead_letter, turn_id), slot_at, turn_id)
         except StoreUnavailable as exc:
             # Not recorded: once the lock runs out the order is due again and its events go
             # once more (with the same values, if the call was made).
@@ -100,13 +104,19 @@ def take_turn(
 
 
 def _take_turn(
-    rt: Runtime, turn: OrderTurn, owner: str, dead_letter: DeadLetter, slot_at: float | None
+    rt: Runtime,
+    turn: OrderTurn,
+    owner: str,
+    dead_letter: DeadLetter,
+    slot_at: float | None,
+    turn_id: str,
 ) -> str:
     coordinator = rt.coordinator
     try:
-        sent = _send(rt, turn, dead_letter, slot_at)
+        sent = _send(rt, turn, dead_letter, slot_at, turn_id)
     except FleetPaused:
         metrics.RETRIES.labels(reason=FLEET_PAUSED).inc()
+        _note_all(turn, kinds.RETRIED, reason=FLEET_PAUSED, attempt=turn.failures, wait=None)
         coordinator.settle(turn, owner, None, failures=turn.failures)
         raise
     except RetryLater as later:
@@ -121,6 +131,8 @@ def _take_turn(
             countdown=round(later.countdown, 3),
             events=len(turn.events),
         )
+        wait = round(later.countdown, 3)
+        _note_all(turn, kinds.RETRIED, reason=later.reason, attempt=failures, wait=wait)
         coordinator.settle(turn, owner, None, failures=failures, due_in=later.countdown)
         return WAITING
     except StoreUnavailable:
@@ -141,7 +153,14 @@ def _with_turn(dead_letter: DeadLetter, turn_id: str) -> DeadLetter:
     return dead_letter_of_turn
 
 
-def _send(rt: Runtime, turn: OrderTurn, dead_letter: DeadLetter, slot_at: float | None) -> Sent:
+def _note_all(turn: OrderTurn, kind: str, **detail: Any) -> None:
+    for event in turn.events:
+        note(kind, order_id=turn.order_id, event_id=event.event_id, **detail)
+
+
+def _send(
+    rt: Runtime, turn: OrderTurn, dead_letter: DeadLetter, slot_at: float | None, turn_id: str
+) -> Sent:
     events = turn.events
     if not events:
         return Sent(STALE)
@@ -155,6 +174,7 @@ def _send(rt: Runtime, turn: OrderTurn, dead_letter: DeadLetter, slot_at: float 
         )
     if not merge.changes:
         metrics.EVENTS_SKIPPED.labels(why=metrics.SKIPPED_STALE).inc(len(events))
+        _note_all(turn, kinds.STALE)
         return Sent(STALE)
     try:
         body = update_order_body(merge.changes)
@@ -192,6 +212,9 @@ def _send(rt: Runtime, turn: OrderTurn, dead_letter: DeadLetter, slot_at: float 
         return Sent(DEAD_LETTERED)
     metrics.EVENTS_APPLIED.inc(len(events))
     metrics.EVENTS_PER_PUT.observe(len(events))
+    fields = sorted(body)
+    ids = merge.event_ids
+    _note_all(turn, kinds.APPLIED, put_id=turn_id, fields=fields, status_code=200, events=ids)
     log.info(
         "event applied",
         coalesced=len(events),

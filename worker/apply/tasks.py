@@ -13,12 +13,14 @@ from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
 from worker.apply import runtime, sync
+from worker.apply.history import note
 from worker.apply.retry import STORE_UNAVAILABLE, RetryLater
 from worker.broker.topology import TASKS_QUEUE
 from worker.coordination.orders import DEAD_LETTERED, LIVE
 from worker.deadletter import queue as deadletter_queue
 from worker.deadletter.entries import EventContext
 from worker.deadletter.reasons import INTERNAL_ERROR
+from worker.history import kinds
 from worker.observability import metrics
 
 log = structlog.get_logger(__name__)
@@ -124,6 +126,13 @@ def dead_letter(app: Any, entry: dict[str, Any]) -> None:
     with app.producer_or_acquire() as producer:
         deadletter_queue.publish(producer, entry)
     metrics.DEAD_LETTERS.labels(reason=entry["reason"]).inc()
+    note(
+        kinds.DEAD_LETTERED,
+        order_id=entry.get("order_id") if isinstance(entry.get("order_id"), int) else None,
+        event_id=entry.get("event_id") if isinstance(entry.get("event_id"), str) else None,
+        reason=entry["reason"],
+        dead_letter_id=entry["id"],
+    )
     log.warning(
         "event dead-lettered",
         reason=entry["reason"],

@@ -18,8 +18,6 @@ from marshmallow import ValidationError
 
 from schemas.errors import describe_errors
 from schemas.event import load_event
-from worker.broker.connection import PERSISTENT, PUBLISH_RETRY_POLICY
-from worker.broker.topology import BULK_ROUTING_KEY, EVENTS_EXCHANGE, PUBLISHER_QUEUES
 from worker.deadletter.entries import HISTORY_HEADER, replay_step
 from worker.deadletter.groups import error_group
 from worker.deadletter.selection import Selection, parse_time
@@ -143,29 +141,15 @@ class Pacer:
 
 
 def _send(sender: EventPublisher, message: ReplayMessage, event_id: str | None, live: bool) -> None:
-    """Publish a replayed event, as a bulk event unless ``live``; returns once confirmed."""
+    """Publish a replayed event, as a bulk event unless ``live``; returns once confirmed. Bulk
+    events wait in their own queue, so a replay of thousands never delays a live change."""
     headers = {HISTORY_HEADER: json.dumps(message.history, separators=(",", ":"))}
-    if live:
-        sender.publish_raw(
-            message.body, event_id, content_type=message.content_type, headers=headers
-        )
-        return
-    # Bulk events wait in their own queue, so a replay of thousands never delays a live change.
-    # Until EventPublisher takes a bulk option, the same publish with the bulk routing key.
-    if sender.producer is None:
-        raise RuntimeError("use EventPublisher as a context manager")
-    sender.producer.publish(
+    sender.publish_raw(
         message.body,
-        exchange=EVENTS_EXCHANGE,
-        routing_key=BULK_ROUTING_KEY,
-        declare=list(PUBLISHER_QUEUES),
+        event_id,
         content_type=message.content_type,
-        content_encoding="binary" if isinstance(message.body, bytes) else "utf-8",
         headers=headers,
-        delivery_mode=PERSISTENT,
-        message_id=event_id,
-        retry=True,
-        retry_policy=PUBLISH_RETRY_POLICY,
+        bulk=not live,
     )
 
 

@@ -30,6 +30,7 @@ from worker.observability.metrics import (
     BACKLOG_EVENTS,
     BACKLOG_ORDERS,
     DEAD_LETTERS,
+    DEAD_LETTERS_WAITING,
     FLEET_PAUSED,
     FLEET_PAUSED_SECONDS,
     QUEUE_MESSAGES,
@@ -113,11 +114,34 @@ class BacklogCollector(Collector):
             )
 
 
+class DeadLetterCollector(Collector):
+    """Dead-letter entries waiting for an operator, per reason, read from the project's
+    database at each scrape (the queue itself is emptied into it as entries arrive)."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            counts = self.counts()
+        except Exception:  # a scrape must not fail because the database is down: no sample
+            return
+        family = GaugeMetricFamily(
+            DEAD_LETTERS_WAITING,
+            "Dead-letter entries waiting for an operator (not replayed or archived).",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            family.add_metric([reason], float(counts.get(reason, 0)))
+        yield family
+
+
 def serve(
     port: int,
     broker: BrokerSettings,
     gate_state: Callable[[], GateState | None],
     backlog: Callable[[], BacklogReport],
+    dead_letters: Callable[[], dict[str, int]],
     environ: Mapping[str, str] = os.environ,
 ) -> None:
     """Serve every process's metrics, summed, on ``port`` (call once, in the main process)."""
@@ -131,6 +155,7 @@ def serve(
     registry.register(QueueDepthCollector(broker))
     registry.register(FleetGateCollector(gate_state))
     registry.register(BacklogCollector(backlog))
+    registry.register(DeadLetterCollector(dead_letters))
     server = make_server("", port, app(registry, health.WORKER), _Server, _QuietHandler)
     threading.Thread(target=server.serve_forever, name="metrics-endpoint", daemon=True).start()
 

@@ -85,6 +85,7 @@ ALL: tuple[MetricWrapperBase, ...] = (
 QUEUE_MESSAGES = "order_sync_queue_messages"
 FLEET_PAUSED = "order_sync_fleet_paused"  # {kind}: 1 for what paused the fleet, else 0
 FLEET_PAUSED_SECONDS = "order_sync_fleet_paused_seconds"  # 0 while calls flow
+DEAD_LETTERS_WAITING = "order_sync_dead_letters_waiting"  # {reason}: dead entries in the database
 BACKLOG_ORDERS = "order_sync_backlog_orders"  # {lane}: orders waiting for a turn
 BACKLOG_EVENTS = "order_sync_backlog_events"  # events they hold, all lanes
 BACKLOG_DRAIN_SECONDS = "order_sync_backlog_drain_seconds"  # estimated, at the rate limit
