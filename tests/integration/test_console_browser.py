@@ -357,6 +357,7 @@ def test_a_dead_letter_is_patched_and_replayed_from_the_browser(
     page.get(console.url + "orders/")
     page.find_element(By.NAME, "order_id").send_keys("7001")
     page.find_element(By.CSS_SELECTOR, "#history-form button").click()
+    _wait(page).until(lambda d: "order_id=7001" in d.current_url)
     _reload_until(
         page,
         page.current_url,

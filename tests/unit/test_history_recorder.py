@@ -1,4 +1,4 @@
-"""``worker.history.recorder()``: one recorder per process, built on first use, on the
+"""``worker.history.current()``: one recorder per process, built on first use, on the
 configured database (a SQLite file in the data directory here)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import worker.history
-from worker.history import kinds, recorder
+from worker.history import current, kinds
 from worker.history.reader import trace
 
 
@@ -18,8 +18,8 @@ def test_one_recorder_per_process_on_the_configured_database(
     monkeypatch.delenv("ORDER_SYNC_DATABASE_URL", raising=False)
     monkeypatch.setenv("ORDER_SYNC_DATA_DIR", str(tmp_path))
     monkeypatch.setattr(worker.history, "_current", None)
-    first = recorder()
-    assert recorder() is first
+    first = current()
+    assert current() is first
     first.record(kinds.RECEIVED, order_id=5001, event_id="e1")
     first.record(kinds.APPLIED, order_id=5001, event_id="e1", put_id="p1", status_code=200)
     first.flush()  # or the recorder's own thread has written them already

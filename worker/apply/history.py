@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from worker.history import recorder
+from worker.history import current
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +28,7 @@ def note(kind: str, *, order_id: int | None, event_id: str | None, **detail: Any
     if time.monotonic() < _unavailable_until:
         return
     try:
-        recorder().record(kind, order_id=order_id, event_id=event_id, **detail)
+        current().record(kind, order_id=order_id, event_id=event_id, **detail)
     except Exception as exc:
         with _lock:
             if time.monotonic() >= _unavailable_until:

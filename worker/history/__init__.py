@@ -6,8 +6,8 @@ which PUT, skipped as stale or duplicate, retried, dead-lettered), kept for
     recorder   HistoryRecorder: record() buffers, a thread writes batches
     reader     trace(): an order's or an event's records in time order
 
-The apply path calls ``recorder().record(kinds.APPLIED, order_id=..., event_id=..., ...)``;
-``recorder()`` builds the process's recorder on first use (after a fork, a new one).
+The apply path calls ``current().record(kinds.APPLIED, order_id=..., event_id=..., ...)``;
+``current()`` builds the process's recorder on first use (after a fork, a new one).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ _lock = threading.Lock()
 _current: tuple[int, HistoryRecorder] | None = None
 
 
-def recorder() -> HistoryRecorder:
+def current() -> HistoryRecorder:
     """This process's recorder, on the configured database (built on first call)."""
     global _current  # noqa: PLW0603 (one per process, built lazily)
     current = _current
