@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kombu import Connection, Producer, Queue
 
 from worker.broker.connection import connect
@@ -283,3 +284,29 @@ def redis_down() -> Iterator[None]:
         wait_for(lambda: restarted.info("persistence")["loading"] == 0, what="Redis to load")
         restarted.close()
         saved.unlink(missing_ok=True)
+
+
+def postgres_database(url: str) -> str:
+    """``url``'s PostgreSQL database, created if it does not exist yet (a test fails, saying
+    so, when PostgreSQL does not answer); returns ``url``."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    try:
+        admin = psycopg.connect(
+            host=parsed.host,
+            port=parsed.port,
+            user=parsed.username,
+            dbname="postgres",
+            autocommit=True,
+        )
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable ({exc}); .ci/run starts it")
+    with admin:
+        exists = admin.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)
+        ).fetchone()
+        if not exists:
+            admin.execute(f'CREATE DATABASE "{parsed.database}"')
+    return url

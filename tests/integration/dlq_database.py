@@ -7,10 +7,10 @@ import functools
 import os
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.support import postgres_database
 from worker.deadletter.store import engine as engines
 
 DATABASE_URL = os.environ.get(
@@ -30,20 +30,7 @@ def psycopg_args(url: str) -> dict[str, object]:
 
 @functools.cache
 def _postgres_database() -> str:
-    url = make_url(DATABASE_URL)
-    try:
-        admin = psycopg.connect(
-            **{**psycopg_args(DATABASE_URL), "dbname": "postgres"}, autocommit=True
-        )  # type: ignore[arg-type]
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable ({exc}); .ci/run starts it")
-    with admin:
-        exists = admin.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (url.database,)
-        ).fetchone()
-        if not exists:
-            admin.execute(f'CREATE DATABASE "{url.database}"')
-    return DATABASE_URL
+    return postgres_database(DATABASE_URL)
 
 
 @pytest.fixture

@@ -64,6 +64,16 @@ def depth(pipeline: Pipeline, queue: Any) -> int:
     return queue_count(pipeline.broker, queue)
 
 
+def status(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", "status", *args],
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def rabbitmqctl(*args: str) -> str:
     return subprocess.run(
         ["rabbitmqctl", *args], check=True, capture_output=True, text=True, timeout=60
@@ -132,7 +142,7 @@ def test_a_live_change_goes_before_a_bulk_backlog(pipeline: Pipeline) -> None:
 def test_a_backlog_longer_than_consumer_timeout_drains_without_a_closed_channel(
     pipeline: Pipeline, short_consumer_timeout: float
 ) -> None:
-    events = backlog(7300, 40, 3)
+    events = backlog(7300, 30, 3)
     want = newest(events)
     pipeline.publish(*events)
     pipeline.env_overrides["ORDER_SYNC_RATE_LIMIT"] = "4/s"
@@ -152,35 +162,27 @@ def test_a_backlog_longer_than_consumer_timeout_drains_without_a_closed_channel(
 def test_status_shows_the_backlog_the_budget_used_and_when_it_will_be_done(
     pipeline: Pipeline,
 ) -> None:
-    events = backlog(7400, 30, 2)
-    pipeline.env_overrides["ORDER_SYNC_RATE_LIMIT"] = "2/s"
-    pipeline.state.rate_limit = RateLimit.parse("2/s")
+    events = backlog(7400, 20, 2)
+    pipeline.env_overrides["ORDER_SYNC_RATE_LIMIT"] = "4/s"
+    pipeline.state.rate_limit = RateLimit.parse("4/s")
     pipeline.start_worker()
     pipeline.publish(*events, bulk=True)
     wait_for(lambda: depth(pipeline, EVENTS_BULK_QUEUE) == 0, 30, "the backlog to be read")
-    result = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "status", "--json"],
-        env=pipeline.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = status(pipeline, "--json")
     assert result.returncode == 0, result.stderr
     waiting = json.loads(result.stdout)["backlog"]
     orders = waiting["orders"]["bulk"]
-    assert 0 < orders <= 30 and waiting["orders"]["live"] == 0
+    assert 0 < orders <= 20 and waiting["orders"]["live"] == 0
     # Each waiting order holds both its events (none was sent before its turn).
     assert waiting["events"] == 2 * orders
-    assert waiting["budget_per_minute"] == 120
-    # At 90% of 2/s, each order's turn comes every 0.56 s.
-    assert waiting["drain_seconds"] == pytest.approx(orders / 1.8, abs=0.1)
+    assert waiting["budget_per_minute"] == 240
+    # At 90% of 4/s, each order's turn comes every 0.28 s.
+    assert waiting["drain_seconds"] == pytest.approx(orders / 3.6, abs=0.1)
     assert waiting["longest_wait_seconds"]["bulk"] >= 0
-    table = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "status"],
-        env=pipeline.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
+    table = status(pipeline).stdout
     assert "backlog" in table and "done by" in table
     wait_for(lambda: holds_newest(pipeline, newest(events)), 60, "the backlog to drain")
+    # Every order's two events went in one PUT: 20 PUTs of two events in the last minutes.
+    result = status(pipeline, "--json")
+    sizes = json.loads(result.stdout)["backlog"]["events_per_put_last_5_minutes"]
+    assert sizes["2"] == 20 and sum(sizes.values()) == 20, sizes

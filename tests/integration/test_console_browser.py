@@ -28,7 +28,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.support import PASSWORD, Pipeline, make_event, wait_for
+from tests.support import PASSWORD, Pipeline, make_event, postgres_database, wait_for
 from worker.deadletter.store import DeadLetterDB
 
 pytestmark = pytest.mark.integration
@@ -99,24 +99,9 @@ POSTGRES_URL = os.environ.get(
 
 
 def _fresh_postgres() -> str:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
     from worker.deadletter.store import engine as engines
 
-    url = make_url(POSTGRES_URL)
-    try:
-        admin = psycopg.connect(
-            host=url.host, port=url.port, user=url.username, dbname="postgres", autocommit=True
-        )
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable ({exc}); .ci/run starts it")
-    with admin:
-        exists = admin.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (url.database,)
-        ).fetchone()
-        if not exists:
-            admin.execute(f'CREATE DATABASE "{url.database}"')
+    postgres_database(POSTGRES_URL)
     engine = engines.create(POSTGRES_URL)
     engines.upgrade(engine)
     engines.downgrade(engine)

@@ -18,13 +18,12 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from kombu import Connection, Consumer, Queue
 from sqlalchemy import Engine, insert, select, text, update
 from sqlalchemy.engine import make_url
 
-from tests.support import Pipeline, wait_for
+from tests.support import Pipeline, postgres_database, wait_for
 from worker.broker.connection import connect
 from worker.broker.topology import (
     EVENT_ROUTING_KEY,
@@ -47,20 +46,7 @@ NOW = dt.datetime.now(dt.UTC)
 @pytest.fixture(scope="session")
 def outbox_database() -> str:
     """The test database, created once if it does not exist."""
-    url = make_url(OUTBOX_URL)
-    try:
-        admin = psycopg.connect(
-            host=url.host, port=url.port, user=url.username, dbname="postgres", autocommit=True
-        )
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable ({exc}); .ci/run starts it")
-    with admin:
-        exists = admin.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (url.database,)
-        ).fetchone()
-        if not exists:
-            admin.execute(f'CREATE DATABASE "{url.database}"')
-    return OUTBOX_URL
+    return postgres_database(OUTBOX_URL)
 
 
 @pytest.fixture

@@ -131,6 +131,15 @@ def status_command(as_json: bool) -> None:
         f"budget used                {waiting['calls_last_minute']} calls in the last minute"
         + (f" of {budget}" if budget else "")
     )
+    sizes = waiting["events_per_put_last_5_minutes"]
+    if sizes is not None:
+        bounds = list(sizes)
+        shown = ", ".join(
+            f"{f'<={le}' if le != '+Inf' else f'>{bounds[-2]}'}: {n}"
+            for le, n in sizes.items()
+            if n
+        )
+        click.echo(f"events per PUT (5 min)     {shown or 'no PUT'}")
     if waiting["drain_seconds"] is None:
         click.echo("done by                    unknown (no rate limit and no calls lately)")
     else:

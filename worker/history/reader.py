@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -10,6 +11,8 @@ from sqlalchemy import Engine, select
 from worker.deadletter.selection import format_time
 from worker.deadletter.store import engine as engines
 from worker.deadletter.store.tables import history
+from worker.history.kinds import APPLIED
+from worker.observability.metrics import EVENTS_PER_PUT_BUCKETS
 
 
 def trace(
@@ -37,3 +40,27 @@ def trace(
         }
         for row in rows
     ]
+
+
+def events_per_put(engine: Engine, since: dt.datetime) -> dict[str, int]:
+    """How many events each applied PUT carried since ``since``: PUTs per bucket of the
+    ``order_sync_events_per_put`` histogram (a bucket "n" counts PUTs of at most n events and
+    more than the bucket before; "+Inf" the rest)."""
+    with engines.readonly(engine).connect() as connection:
+        rows = connection.execute(
+            select(history.c.detail).where(history.c.kind == APPLIED, history.c.at >= since)
+        ).all()
+    sizes: dict[str, int] = {}
+    for (detail,) in rows:
+        found = json.loads(detail)
+        sizes[str(found.get("put_id"))] = len(found.get("events") or [])
+    counts = {_bucket(float(bound)): 0 for bound in EVENTS_PER_PUT_BUCKETS}
+    counts["+Inf"] = 0
+    for size in sizes.values():
+        label = next((_bucket(bound) for bound in EVENTS_PER_PUT_BUCKETS if size <= bound), "+Inf")
+        counts[label] += 1
+    return counts
+
+
+def _bucket(bound: float) -> str:
+    return f"{bound:g}"

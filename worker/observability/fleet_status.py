@@ -112,6 +112,7 @@ def backlog() -> dict[str, Any]:
     budget = fleet.rate_limit
     drain = report.drain_seconds
     return {
+        "events_per_put_last_5_minutes": _events_per_put(),
         "orders": report.orders,
         "events": report.events,
         "longest_wait_seconds": report.waited_seconds,
@@ -126,3 +127,21 @@ def backlog() -> dict[str, Any]:
             )
         ),
     }
+
+
+def _events_per_put() -> dict[str, int] | None:
+    """Applied PUTs of the last five minutes by how many events each carried, from the order
+    history; None when the history cannot be read."""
+    from worker.deadletter.store import engine as engines
+    from worker.history.reader import events_per_put
+    from worker.settings import database_settings
+
+    try:
+        engine = engines.create(database_settings().url)
+        try:
+            since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+            return events_per_put(engine, since)
+        finally:
+            engine.dispose()
+    except Exception:
+        return None

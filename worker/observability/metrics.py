@@ -41,10 +41,12 @@ RATE_LIMIT_WAIT = Counter(
 RATE_LIMIT_PAUSES = Counter(
     "order_sync_rate_limit_pauses", "Times the API answered 429 and the fleet paused."
 )
+#: The bounds of ``EVENTS_PER_PUT``'s buckets; ``order-sync status`` counts PUTs in the same.
+EVENTS_PER_PUT_BUCKETS = (1, 2, 3, 5, 10, 20, 50, 100)
 EVENTS_PER_PUT = Histogram(
     "order_sync_events_per_put",
     "Events one applied PUT carried (an order's pending events, merged).",
-    buckets=(1, 2, 3, 5, 10, 20, 50, 100),
+    buckets=EVENTS_PER_PUT_BUCKETS,
 )
 
 
