@@ -266,3 +266,22 @@ def test_importing_the_console_builds_nothing(tmp_path: Path) -> None:
     test_importing_a_public_piece_builds_no_app_and_writes_nothing(
         "import worker.console.app, worker.console.backend, worker.cli.console", tmp_path
     )
+
+
+def test_the_overview_shows_the_backlog_waiting_for_the_api_budget(backend: Backend) -> None:
+    from schemas.event import load_event
+    from worker.coordination.backends import open_store
+    from worker.coordination.orders import BULK, LIVE, OrderCoordinator
+    from worker.settings import fleet_settings
+
+    fleet = fleet_settings()
+    store = open_store(None, str(fleet.store_path))
+    coordinator = OrderCoordinator(store, 60.0, 30.0)
+    for order_id, lane in ((9100, LIVE), (9101, BULK), (9102, BULK)):
+        event = load_event(_event(order_id))
+        assert coordinator.absorb(event, {}, lane) is None
+    store.close()
+    page = _client(backend).get("/", headers=HOST).text
+    waiting = re.search(r'id="fleet-backlog">([^<]*)<', page)
+    assert waiting is not None
+    assert waiting.group(1).startswith("waiting for a turn: 1 live, 2 bulk order(s), 3 event(s)")

@@ -1,6 +1,7 @@
 """The overview's figures: queue depths, the oldest waiting event, the fleet's state (gate, rate
-budget, token age), workers that answer a ping, and events applied and dead-lettered per
-minute. Each figure is read on its own: one that fails shows why, the others still show."""
+budget, token age), the backlog waiting for the API budget (orders, events, calls in the last
+minute, when it will be done), workers that answer a ping, and events applied and dead-lettered
+per minute. Each figure is read on its own: one that fails shows why, the others still show."""
 
 from __future__ import annotations
 
@@ -84,6 +85,7 @@ class Fleet:
             "queues": self._pool.submit(fleet_status.queue_depths),
             "oldest_waiting": self._pool.submit(fleet_status.oldest_waiting),
             "state": self._pool.submit(fleet_status.fleet_state),
+            "backlog": self._pool.submit(fleet_status.backlog),
             "workers": self._pool.submit(self.workers),
             "dead_letters": self._pool.submit(dead_letters),
         }
