@@ -310,3 +310,17 @@ def postgres_database(url: str) -> str:
         if not exists:
             admin.execute(f'CREATE DATABASE "{parsed.database}"')
     return url
+
+
+def order_sync(
+    pipeline: Pipeline, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``order-sync ARGS`` run as an operator would, with the pipeline's settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.integration.ledger import applied, dead_letter_count
-from tests.support import Pipeline, make_event, wait_for
+from tests.support import Pipeline, make_event, order_sync, wait_for
 from worker.broker.topology import EVENTS_BULK_QUEUE, EVENTS_QUEUE
 from worker.simulator.ratelimit import RateLimit
 
@@ -64,14 +63,14 @@ def depth(pipeline: Pipeline, queue: Any) -> int:
     return queue_count(pipeline.broker, queue)
 
 
+def limit_to(pipeline: Pipeline, rate: str) -> None:
+    """The fleet's rate limit, which the simulator enforces too (429 above it)."""
+    pipeline.env_overrides["ORDER_SYNC_RATE_LIMIT"] = rate
+    pipeline.state.rate_limit = RateLimit.parse(rate)
+
+
 def status(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "status", *args],
-        env=pipeline.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return order_sync(pipeline, "status", *args)
 
 
 def rabbitmqctl(*args: str) -> str:
@@ -102,8 +101,7 @@ def test_a_backlog_waiting_at_start_costs_one_put_per_order_within_the_limit(
     events = backlog(7100, 30, 5)
     want = newest(events)
     pipeline.publish(*events)
-    pipeline.env_overrides["ORDER_SYNC_RATE_LIMIT"] = "10/s"
-    pipeline.state.rate_limit = RateLimit.parse("10/s")
+    limit_to(pipeline, "10/s")
     pipeline.start_worker()
     wait_for(lambda: holds_newest(pipeline, want), 30, "every order to hold its newest values")
     sent = puts(pipeline)
@@ -118,8 +116,7 @@ def test_a_backlog_waiting_at_start_costs_one_put_per_order_within_the_limit(
 
 def test_a_live_change_goes_before_a_bulk_backlog(pipeline: Pipeline) -> None:
     events = backlog(7200, 40, 2)
-    pipeline.env_overrides["ORDER_SYNC_RATE_LIMIT"] = "5/s"
-    pipeline.state.rate_limit = RateLimit.parse("5/s")
+    limit_to(pipeline, "5/s")
     pipeline.start_worker()
     pipeline.publish(*events, bulk=True)
     wait_for(lambda: depth(pipeline, EVENTS_BULK_QUEUE) == 0, 30, "the bulk backlog to be read")
@@ -145,8 +142,7 @@ def test_a_backlog_longer_than_consumer_timeout_drains_without_a_closed_channel(
     events = backlog(7300, 30, 3)
     want = newest(events)
     pipeline.publish(*events)
-    pipeline.env_overrides["ORDER_SYNC_RATE_LIMIT"] = "4/s"
-    pipeline.state.rate_limit = RateLimit.parse("4/s")
+    limit_to(pipeline, "4/s")
     pipeline.start_worker()
     wait_for(lambda: holds_newest(pipeline, want), 60, "every order to hold its newest values")
     sent = puts(pipeline)
@@ -163,8 +159,7 @@ def test_status_shows_the_backlog_the_budget_used_and_when_it_will_be_done(
     pipeline: Pipeline,
 ) -> None:
     events = backlog(7400, 20, 2)
-    pipeline.env_overrides["ORDER_SYNC_RATE_LIMIT"] = "4/s"
-    pipeline.state.rate_limit = RateLimit.parse("4/s")
+    limit_to(pipeline, "4/s")
     pipeline.start_worker()
     pipeline.publish(*events, bulk=True)
     wait_for(lambda: depth(pipeline, EVENTS_BULK_QUEUE) == 0, 30, "the backlog to be read")

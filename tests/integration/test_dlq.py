@@ -19,7 +19,7 @@ import pytest
 from kombu import Producer
 
 from tests.integration.dlq_database import postgres_url, psycopg_args
-from tests.support import Pipeline, make_event, queue_count, wait_for
+from tests.support import Pipeline, make_event, order_sync, queue_count, wait_for
 from worker.broker.connection import connect
 from worker.broker.topology import DEAD_LETTER_QUEUE, EVENT_QUEUES, EVENTS_QUEUE, TASKS_QUEUE
 from worker.deadletter import queue as dead_letters
@@ -30,15 +30,8 @@ pytestmark = pytest.mark.integration
 __all__ = ["postgres_url"]  # a fixture
 
 
-def order_sync(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "dlq", *args],
-        env=pipeline.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+def dlq(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    return order_sync(pipeline, "dlq", *args)
 
 
 def seed(
@@ -106,33 +99,33 @@ def test_list_filters_and_never_consumes_or_reorders(pipeline: Pipeline) -> None
     exhausted = seed(pipeline, 2, reason="retries_exhausted", error="HTTP 503")
     everything = [e["id"] for e in rejected + exhausted]
 
-    assert ids(order_sync(pipeline, "list", "--json").stdout) == everything
-    assert ids(order_sync(pipeline, "list", "--json").stdout) == everything
-    by_reason = order_sync(pipeline, "list", "--json", "--reason", "retries_exhausted")
+    assert ids(dlq(pipeline, "list", "--json").stdout) == everything
+    assert ids(dlq(pipeline, "list", "--json").stdout) == everything
+    by_reason = dlq(pipeline, "list", "--json", "--reason", "retries_exhausted")
     assert ids(by_reason.stdout) == [e["id"] for e in exhausted]
-    by_order = order_sync(pipeline, "list", "--json", "--order-id", "10001")
+    by_order = dlq(pipeline, "list", "--json", "--order-id", "10001")
     assert [json.loads(x)["order_id"] for x in by_order.stdout.splitlines()] == [10001, 10001]
-    by_id = order_sync(pipeline, "list", "--json", "--id", rejected[2]["id"])
+    by_id = dlq(pipeline, "list", "--json", "--id", rejected[2]["id"])
     assert ids(by_id.stdout) == [rejected[2]["id"]]
-    by_error = order_sync(pipeline, "list", "--json", "--error-contains", "http 503")
+    by_error = dlq(pipeline, "list", "--json", "--error-contains", "http 503")
     assert len(by_error.stdout.splitlines()) == 2
-    limited = order_sync(pipeline, "list", "--json", "--limit", "2")
+    limited = dlq(pipeline, "list", "--json", "--limit", "2")
     assert ids(limited.stdout) == everything[:2]
-    future = order_sync(pipeline, "list", "--json", "--since", "2999-01-01T00:00:00Z")
+    future = dlq(pipeline, "list", "--json", "--since", "2999-01-01T00:00:00Z")
     assert future.stdout == ""
-    past = order_sync(pipeline, "list", "--json", "--until", "2999-01-01")
+    past = dlq(pipeline, "list", "--json", "--until", "2999-01-01")
     assert ids(past.stdout) == everything
-    table = order_sync(pipeline, "list")
+    table = dlq(pipeline, "list")
     assert "retries_exhausted" in table.stdout and "5 entries" in table.stderr
-    assert ids(order_sync(pipeline, "list", "--json").stdout) == everything
+    assert ids(dlq(pipeline, "list", "--json").stdout) == everything
 
 
 def test_show_prints_the_whole_entry_or_fails_clearly(pipeline: Pipeline) -> None:
     [entry] = seed(pipeline, 1)
-    shown = order_sync(pipeline, "show", entry["id"])
+    shown = dlq(pipeline, "show", entry["id"])
     assert shown.returncode == 0
     assert json.loads(shown.stdout) == entry
-    missing = order_sync(pipeline, "show", "no-such-id")
+    missing = dlq(pipeline, "show", "no-such-id")
     assert missing.returncode == 1
     assert "no dead-lettered entry" in missing.stderr
 
@@ -140,7 +133,7 @@ def test_show_prints_the_whole_entry_or_fails_clearly(pipeline: Pipeline) -> Non
 def test_summary_groups_by_reason_and_error(pipeline: Pipeline) -> None:
     seed(pipeline, 3)
     seed(pipeline, 2, reason="retries_exhausted", error="POST token: timed out after 30s")
-    result = order_sync(pipeline, "summary", "--json")
+    result = dlq(pipeline, "summary", "--json")
     summary = json.loads(result.stdout)
     assert summary["total"] == 5
     assert summary["by_reason"]["api_rejected"]["count"] == 3
@@ -149,22 +142,22 @@ def test_summary_groups_by_reason_and_error(pipeline: Pipeline) -> None:
     assert groups[("api_rejected", "Update Order N: HTTP 400")] == 3
     first = summary["by_reason"]["api_rejected"]
     assert first["oldest"] <= first["newest"]
-    table = order_sync(pipeline, "summary")
+    table = dlq(pipeline, "summary")
     assert "api_rejected" in table.stdout and "Update Order N: HTTP 400" in table.stdout
 
 
 def test_replay_republishes_the_selection_and_removes_only_it(pipeline: Pipeline) -> None:
     rejected = seed(pipeline, 3)
     others = seed(pipeline, 2, reason="order_not_found")
-    dry = order_sync(pipeline, "replay", "--reason", "api_rejected", "--dry-run")
+    dry = dlq(pipeline, "replay", "--reason", "api_rejected", "--dry-run")
     assert dry.returncode == 0
     assert dry.stdout.count("would replay") == 4  # three entries and the closing line
-    assert len(ids(order_sync(pipeline, "list", "--json").stdout)) == 5
+    assert len(ids(dlq(pipeline, "list", "--json").stdout)) == 5
 
-    result = order_sync(pipeline, "replay", "--reason", "api_rejected", "--json")
+    result = dlq(pipeline, "replay", "--reason", "api_rejected", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["done"] == 3
-    assert ids(order_sync(pipeline, "list", "--json").stdout) == [e["id"] for e in others]
+    assert ids(dlq(pipeline, "list", "--json").stdout) == [e["id"] for e in others]
     replayed = events_waiting(pipeline)
     assert [m["body"] for m in replayed] == [e["event"] for e in rejected]
     history = json.loads(replayed[0]["headers"]["x-order-sync-history"])
@@ -173,7 +166,7 @@ def test_replay_republishes_the_selection_and_removes_only_it(pipeline: Pipeline
 
 
 def test_replay_needs_a_selection_or_all(pipeline: Pipeline) -> None:
-    result = order_sync(pipeline, "replay")
+    result = dlq(pipeline, "replay")
     assert result.returncode == 2
     assert "--all" in result.stderr
 
@@ -187,7 +180,7 @@ def test_a_replayed_event_that_fails_again_comes_back_with_its_history(
     [first] = pipeline.wait_dead_letters(1)
 
     patch = json.dumps({"customer_id": 77})
-    replayed = order_sync(pipeline, "replay", "--id", first["id"], "--patch", patch, "--live")
+    replayed = dlq(pipeline, "replay", "--id", first["id"], "--patch", patch, "--live")
     assert replayed.returncode == 0, replayed.stderr
     second = wait_for(
         lambda: [e for e in pipeline.dead_letters() if e["id"] != first["id"]],
@@ -203,7 +196,7 @@ def test_a_replayed_event_that_fails_again_comes_back_with_its_history(
     assert [e["id"] for e in pipeline.dead_letters()] == [second["id"]]
 
     # Replayed again, it succeeds: the entry is gone and the order has the patched data.
-    order_sync(pipeline, "replay", "--all", "--live")
+    dlq(pipeline, "replay", "--all", "--live")
     wait_for(lambda: pipeline.statuses(9500) == [400, 400, 200], what="the third PUT")
     assert pipeline.state.order(9500) == {"CustomerId": 77}
     assert pipeline.dead_letters() == []
@@ -214,16 +207,16 @@ def test_a_patch_that_breaks_the_event_leaves_the_entry_in_place(
     pipeline: Pipeline,
 ) -> None:
     [entry] = seed(pipeline, 1)
-    result = order_sync(pipeline, "replay", "--all", "--patch", '{"customer_id": "x"}')
+    result = dlq(pipeline, "replay", "--all", "--patch", '{"customer_id": "x"}')
     assert result.returncode == 1
     assert "changes.customer_id" in result.stderr
-    assert ids(order_sync(pipeline, "list", "--json").stdout) == [entry["id"]]
+    assert ids(dlq(pipeline, "list", "--json").stdout) == [entry["id"]]
 
 
 def test_replay_rate_paces_the_publishes(pipeline: Pipeline) -> None:
     seed(pipeline, 6)
     started = time.monotonic()
-    result = order_sync(pipeline, "replay", "--all", "--rate", "10")
+    result = dlq(pipeline, "replay", "--all", "--rate", "10")
     elapsed = time.monotonic() - started
     assert result.returncode == 0
     assert elapsed >= 0.5  # six publishes at 10/s take at least five intervals
@@ -233,7 +226,7 @@ def test_replay_rate_paces_the_publishes(pipeline: Pipeline) -> None:
 def test_export_and_publish_make_a_round_trip(pipeline: Pipeline, tmp_path: Path) -> None:
     entries = seed(pipeline, 2)
     out = tmp_path / "dead.jsonl"
-    exported = order_sync(pipeline, "export", "--out", str(out))
+    exported = dlq(pipeline, "export", "--out", str(out))
     assert exported.returncode == 0
     assert [json.loads(line) for line in out.read_text().splitlines()] == [
         e["event"] for e in entries
@@ -252,12 +245,12 @@ def test_export_and_publish_make_a_round_trip(pipeline: Pipeline, tmp_path: Path
 def test_purge_deletes_the_selection_after_confirmation(pipeline: Pipeline) -> None:
     seed(pipeline, 2)
     kept = seed(pipeline, 1, reason="order_not_found")
-    unconfirmed = order_sync(pipeline, "purge", "--reason", "api_rejected")
+    unconfirmed = dlq(pipeline, "purge", "--reason", "api_rejected")
     assert unconfirmed.returncode == 2
     assert "--yes" in unconfirmed.stderr
-    result = order_sync(pipeline, "purge", "--reason", "api_rejected", "--yes", "--json")
+    result = dlq(pipeline, "purge", "--reason", "api_rejected", "--yes", "--json")
     assert json.loads(result.stdout)["done"] == 2
-    assert ids(order_sync(pipeline, "list", "--json").stdout) == [kept[0]["id"]]
+    assert ids(dlq(pipeline, "list", "--json").stdout) == [kept[0]["id"]]
 
 
 def test_a_replay_killed_midway_loses_nothing(pipeline: Pipeline) -> None:
@@ -342,17 +335,17 @@ def test_two_replays_at_once_share_the_entries_and_send_each_once(
 def test_list_replay_and_purge_on_other_brokers(pipeline: Pipeline) -> None:
     entries = seed(pipeline, 4)
     everything = [e["id"] for e in entries]
-    assert ids(order_sync(pipeline, "list", "--json").stdout) == everything
-    assert ids(order_sync(pipeline, "list", "--json").stdout) == everything
-    replay = order_sync(pipeline, "replay", "--id", everything[1], "--json")
+    assert ids(dlq(pipeline, "list", "--json").stdout) == everything
+    assert ids(dlq(pipeline, "list", "--json").stdout) == everything
+    replay = dlq(pipeline, "replay", "--id", everything[1], "--json")
     assert json.loads(replay.stdout)["done"] == 1
-    assert ids(order_sync(pipeline, "list", "--json").stdout) == [
+    assert ids(dlq(pipeline, "list", "--json").stdout) == [
         everything[0],
         *everything[2:],
     ]
-    purge = order_sync(pipeline, "purge", "--id", everything[0], "--yes", "--json")
+    purge = dlq(pipeline, "purge", "--id", everything[0], "--yes", "--json")
     assert json.loads(purge.stdout)["done"] == 1
-    assert ids(order_sync(pipeline, "list", "--json").stdout) == everything[2:]
+    assert ids(dlq(pipeline, "list", "--json").stdout) == everything[2:]
     assert [m["body"]["event_id"] for m in events_waiting(pipeline)] == [entries[1]["event_id"]]
 
 
@@ -388,7 +381,7 @@ def test_progress_bars_show_on_a_terminal_and_stay_quiet_when_piped(
     seed(pipeline, 20)
     on_terminal = _on_a_terminal(pipeline, "summary")
     assert "reading" in on_terminal and "20/20" in on_terminal
-    piped = order_sync(pipeline, "summary")
+    piped = dlq(pipeline, "summary")
     assert "reading" not in piped.stdout + piped.stderr
     as_json = _on_a_terminal(pipeline, "summary", "--json")
     assert "reading" not in as_json
@@ -446,7 +439,7 @@ def test_a_purge_killed_midway_loses_nothing_it_did_not_purge(
     assert len(left) + len(purged) == len(entries)
 
     # Run again, it purges exactly what the killed run had left of the selection.
-    again = order_sync(pipeline, "purge", "--reason", "api_rejected", "--yes", "--json")
+    again = dlq(pipeline, "purge", "--reason", "api_rejected", "--yes", "--json")
     assert json.loads(again.stdout)["done"] == len(selected) - len(purged)
     assert [e["id"] for e in pipeline.dead_letters()] == kept
     assert pipeline.dead_letter_count() == len(kept)
@@ -463,7 +456,7 @@ def test_a_replay_while_a_worker_runs_applies_each_event_once(pipeline: Pipeline
     assert pipeline.dead_letter_count() == len(orders)
 
     # Paced, so the worker applies the first replayed events while the rest are still being sent.
-    replay = order_sync(pipeline, "replay", "--all", "--json", "--rate", "20", "--live")
+    replay = dlq(pipeline, "replay", "--all", "--json", "--rate", "20", "--live")
     assert replay.returncode == 0, replay.stderr
     assert json.loads(replay.stdout)["done"] == len(orders)
     pipeline.wait_applied(*orders)
@@ -508,7 +501,7 @@ def test_an_already_applied_event_is_skipped_when_sent_or_replayed_again(
     pipeline.publish(event)
     wait_for(lambda: skipped() >= 1 or len(pipeline.statuses(9700)) > 1, what="the copy")
     [entry] = seed(pipeline, 1, events=[event])
-    replay = order_sync(pipeline, "replay", "--id", entry["id"], "--json", "--live")
+    replay = dlq(pipeline, "replay", "--id", entry["id"], "--json", "--live")
     assert json.loads(replay.stdout)["done"] == 1
     wait_for(lambda: skipped() >= 2 or len(pipeline.statuses(9700)) > 2, what="the replay")
     assert pipeline.statuses(9700) == [200], "an applied event was sent to Sellercloud again"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import sys
 from collections import Counter
 from typing import Any
 
@@ -16,7 +15,7 @@ from sqlalchemy import text
 
 from tests.integration.dlq_database import database_url, postgres_url
 from tests.integration.test_dlq import events_waiting, seed
-from tests.support import Pipeline, make_event, wait_for
+from tests.support import Pipeline, make_event, order_sync, wait_for
 from worker.broker.connection import connect
 from worker.broker.topology import (
     BULK_ROUTING_KEY,
@@ -226,14 +225,7 @@ def test_a_running_worker_moves_dead_letters_into_the_database(pipeline: Pipelin
 
 
 def dlq(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "dlq", *args],
-        env=pipeline.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    return order_sync(pipeline, "dlq", *args)
 
 
 def test_archive_note_audit_and_expire_from_the_command_line(pipeline: Pipeline) -> None:
