@@ -288,3 +288,47 @@ def test_retries_wait_outside_the_worker_and_survive_it(
         assert not any(r.get("event") == "event dead-lettered" for r in pipeline.log_records())
     finally:
         pipeline.stop_workers()
+
+
+SEND_LATER = """
+import json, sys
+from worker.celery import app
+from worker.apply.tasks import APPLY_ORDER_EVENT
+from worker.broker.topology import TASKS_QUEUE
+from worker.intake.envelope import envelope
+for line in sys.stdin:
+    event = json.loads(line)
+    body = envelope(json.dumps(event), content_type="application/json")
+    app.send_task(APPLY_ORDER_EVENT, args=(body,), countdown=6, queue=TASKS_QUEUE.name)
+"""
+
+
+def test_a_countdown_task_waits_in_the_delay_queues_not_in_the_worker(
+    vhost: str, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    """What still goes through Celery's countdown (an event the store could not take is retried
+    that way) waits in RabbitMQ's delay queues with quorum queues, and is run when due."""
+    url = vhost_url(vhost)
+    pipeline = Pipeline(url, simulator, tmp_path, env_overrides={QUEUE_TYPE_SETTING: QUORUM})
+    events = [make_event(9300 + i) for i in range(20)]
+    try:
+        pipeline.start_worker()
+        sent = subprocess.run(
+            [sys.executable, "-c", SEND_LATER],
+            input="".join(json.dumps(e) + "\n" for e in events),
+            env=pipeline.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stderr
+        wait_for(lambda: delayed(url) == len(events), timeout=10, what="the delayed tasks")
+        infos = queue_infos(None, vhost)
+        assert infos[QUORUM_TOPOLOGY.tasks.name].unacknowledged == 0  # none held by the worker
+        assert pipeline.state.put_requests == 0
+        ids = {e["event_id"] for e in events}
+        wait_for(lambda: ids <= set(applied(pipeline)), timeout=60, what="every event applied")
+        assert delayed(url) == 0
+        assert all(applied(pipeline)[event_id] == 1 for event_id in ids)
+    finally:
+        pipeline.stop_workers()
