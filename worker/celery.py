@@ -7,6 +7,7 @@ says why it is set.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sys
@@ -154,15 +155,16 @@ def _backlog() -> BacklogReport:
     return backlog_report(rt.coordinator, rt.fleet.rate_limit)
 
 
-_dead_letter_db: list[Any] = []  # opened at the first scrape, kept for the process's life
+@functools.cache
+def _dead_letter_db() -> Any:
+    # Opened at the first scrape and kept for the process's life.
+    from worker.deadletter.store.db import DeadLetterDB
+
+    return DeadLetterDB.open()
 
 
 def _dead_letter_counts() -> dict[str, int]:
-    from worker.deadletter.store.db import DeadLetterDB
-
-    if not _dead_letter_db:
-        _dead_letter_db.append(DeadLetterDB.open())
-    counts: dict[str, int] = _dead_letter_db[0].counts_by_reason()
+    counts: dict[str, int] = _dead_letter_db().counts_by_reason()
     return counts
 
 

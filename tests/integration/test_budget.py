@@ -95,16 +95,25 @@ def short_consumer_timeout() -> Iterator[float]:
             rabbitmqctl("eval", "application:unset_env(rabbit, consumer_timeout).")
 
 
+def drain_waiting_backlog(
+    pipeline: Pipeline, events: list[dict[str, Any]], rate: str, timeout: float
+) -> list[dict[str, Any]]:
+    """Publish ``events`` before a worker limited to ``rate`` starts, wait until every order
+    holds its newest values, and return the PUTs sent."""
+    want = newest(events)
+    pipeline.publish(*events)
+    limit_to(pipeline, rate)
+    pipeline.start_worker()
+    wait_for(lambda: holds_newest(pipeline, want), timeout, "every order to hold its newest values")
+    return puts(pipeline)
+
+
 def test_a_backlog_waiting_at_start_costs_one_put_per_order_within_the_limit(
     pipeline: Pipeline,
 ) -> None:
     events = backlog(7100, 30, 5)
     want = newest(events)
-    pipeline.publish(*events)
-    limit_to(pipeline, "10/s")
-    pipeline.start_worker()
-    wait_for(lambda: holds_newest(pipeline, want), 30, "every order to hold its newest values")
-    sent = puts(pipeline)
+    sent = drain_waiting_backlog(pipeline, events, "10/s", 30)
     per_order = Counter(r["order_id"] for r in sent)
     assert all(per_order[order_id] == 1 for order_id in want), per_order
     assert len(sent) == len(want)
@@ -141,11 +150,7 @@ def test_a_backlog_longer_than_consumer_timeout_drains_without_a_closed_channel(
 ) -> None:
     events = backlog(7300, 30, 3)
     want = newest(events)
-    pipeline.publish(*events)
-    limit_to(pipeline, "4/s")
-    pipeline.start_worker()
-    wait_for(lambda: holds_newest(pipeline, want), 60, "every order to hold its newest values")
-    sent = puts(pipeline)
+    sent = drain_waiting_backlog(pipeline, events, "4/s", 60)
     lasted = sent[-1]["at"] - sent[0]["at"]
     # The backlog lasted several consumer timeouts: a message held for it would have been seen.
     assert lasted > 2 * short_consumer_timeout, lasted

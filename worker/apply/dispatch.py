@@ -60,12 +60,12 @@ class Dispatcher:
         self._free = threading.Semaphore(self.senders)
         self._wake = threading.Event()
         self._stopped = threading.Event()
-        self._pool: ThreadPoolExecutor | None = None
+        # Its threads start with the first turn handed to it.
+        self._pool = ThreadPoolExecutor(self.senders, thread_name_prefix="order-sender")
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         if self._thread is None:
-            self._pool = ThreadPoolExecutor(self.senders, thread_name_prefix="order-sender")
             self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
             self._thread.start()
 
@@ -75,8 +75,7 @@ class Dispatcher:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def wake(self) -> None:
         """An event just joined its order: look for a due order now. Thread-safe."""
@@ -115,19 +114,21 @@ class Dispatcher:
 
     def _one_turn(self, rt: Runtime) -> bool:
         """One turn handed to a sender; False if none was due."""
-        holds = self.holds(rt)
-        if not rt.coordinator.due(holds):
+        # Nothing waiting at all is the idle worker's answer, found without asking the broker
+        # how far behind its reading is.
+        if not rt.coordinator.due(dict.fromkeys(LANES, 0.0)) or not rt.coordinator.due(
+            self.holds(rt)
+        ):
             self._wake.wait(IDLE_SECONDS)
             self._wake.clear()
             return False
         rt.limiter.wait()  # this call's slot: sleeps until it comes
         slot_at = time.time()
+        # The holds again: the reading may have caught up (or fallen behind) during the wait.
         turn = rt.coordinator.next_turn(self.owner, self.holds(rt))
         if turn is None:  # another worker took it meanwhile; the slot goes unused
             return False
         self.turns += 1
-        if self._pool is None:  # stopped meanwhile: the turn's lock runs out, it is due again
-            return False
         self._pool.submit(self._send, rt, turn, slot_at)
         return True
 

@@ -67,7 +67,7 @@ def absorb_event(
 class Sent:
     """How one turn's PUT ended."""
 
-    outcome: str  # "applied", "stale", DEAD_LETTERED or WAITING
+    outcome: str  # "applied", STALE or DEAD_LETTERED
     versions: dict[str, str] = field(default_factory=dict)  # written by an applied PUT
     answered: bool = False  # the API answered (2xx or a refusal): it is up
 
@@ -215,11 +215,7 @@ def _send(
     fields = sorted(body)
     ids = merge.event_ids
     _note_all(turn, kinds.APPLIED, put_id=turn_id, fields=fields, status_code=200, events=ids)
-    log.info(
-        "event applied",
-        coalesced=len(events),
-        fields=sorted(body),
-    )
+    log.info("event applied", coalesced=len(events), fields=fields)
     return Sent("applied", merge.versions, answered=True)
 
 

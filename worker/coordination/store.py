@@ -19,15 +19,6 @@ class StoreUnavailable(Exception):
 
 
 @dataclass(frozen=True)
-class Lock:
-    """A lock held in the store: ``key`` holds ``owner`` for ``ttl`` seconds unless renewed."""
-
-    key: str
-    owner: str
-    ttl: float
-
-
-@dataclass(frozen=True)
 class Entry:
     """A field to set in a hash (``hash_key``, kept until the field is deleted) unless
     ``done_key`` holds a value: the work the entry stands for has already ended."""
